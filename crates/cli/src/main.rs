@@ -1,0 +1,5 @@
+//! The `ftvm` command.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
