@@ -1,5 +1,138 @@
-//! The `ftvm` command.
+//! `ftvm`: fault-tolerant virtual machines by deterministic replay.
+//!
+//! The command-line front end: it resolves guests, drives machines through the runner, and reports.
+//! Errors are `anyhow` here and `thiserror` in the libraries below.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+mod bench;
+mod demo;
+mod guest;
+mod image;
+mod record;
+mod terminal;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ftvm_machine::Machine;
+
+use crate::guest::GuestArgs;
+use ftvm_host::{ClockMode, RunEnd, Runner};
+
+#[derive(Parser)]
+#[command(
+    name = "ftvm",
+    version,
+    about = "Fault-tolerant virtual machines by deterministic replay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a guest with its console on this terminal (Ctrl-A x quits).
+    Run(RunArgs),
+    /// The main demonstration: boot the default guest, run commands in it, power off.
+    Demo,
+    /// Run a guest like `run`, writing every non-deterministic input to an event log.
+    Record(record::RecordArgs),
+    /// Re-execute an event log with no host input, checking every output and checkpoint.
+    Replay(record::ReplayArgs),
+    /// Manage the cached guest image.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Measure ftvm against QEMU on the same guest.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    guest: GuestArgs,
+    /// How guest time follows host time.
+    #[arg(long, value_enum, default_value = "realtime")]
+    clock: ClockMode,
+    /// Resume from a snapshot file instead of booting.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd"])]
+    snapshot: Option<PathBuf>,
+    /// Stop at exactly this instruction count.
+    #[arg(long)]
+    until: Option<u64>,
+    /// With --until: save a snapshot there.
+    #[arg(long, requires = "until")]
+    save_snapshot: Option<PathBuf>,
+    /// Print the state hash and instruction count when the run ends.
+    #[arg(long)]
+    print_hash: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ftvm: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cmd: Command) -> Result<i32> {
+    match cmd {
+        Command::Run(args) => run(args),
+        Command::Demo => demo::run().map(|()| 0),
+        Command::Record(args) => record::record(args),
+        Command::Replay(args) => record::replay(args),
+        Command::Image(cmd) => image::command(cmd).map(|()| 0),
+        Command::Bench(cmd) => bench::command(cmd).map(|()| 0),
+    }
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    let machine = match &args.snapshot {
+        Some(path) => Machine::load_snapshot(path)
+            .with_context(|| format!("cannot restore snapshot {}", path.display()))?,
+        None => Machine::new(&guest::config(&args.guest, "")?)?,
+    };
+    let mut runner = Runner::new(machine, args.clock);
+    runner.stop_at = args.until;
+    let interactive = std::io::stdin().is_terminal();
+    let end = {
+        let _raw = interactive.then(terminal::RawMode::enter);
+        runner.run(&mut terminal::Terminal::new())
+    };
+    if args.print_hash {
+        let hash = runner.machine.state_hash();
+        eprintln!("icount {} state-hash {hash}", runner.machine.icount());
+    }
+    match end {
+        RunEnd::PowerOff(0) | RunEnd::Stopped => Ok(0),
+        RunEnd::PowerOff(code) => {
+            eprintln!("ftvm: guest powered off with failure code {code}");
+            Ok(code.clamp(1, 255) as i32)
+        }
+        RunEnd::Reset => {
+            eprintln!("ftvm: guest asked for a reset; ftvm does not reboot guests yet");
+            Ok(0)
+        }
+        RunEnd::ReachedLimit => {
+            if let Some(path) = &args.save_snapshot {
+                runner
+                    .machine
+                    .save_snapshot(path)
+                    .with_context(|| format!("cannot write snapshot {}", path.display()))?;
+                eprintln!(
+                    "ftvm: snapshot at instruction {} saved to {}",
+                    runner.machine.icount(),
+                    path.display()
+                );
+            }
+            Ok(0)
+        }
+    }
 }

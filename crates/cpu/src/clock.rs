@@ -23,7 +23,11 @@ pub struct VirtualClock {
 
 impl Default for VirtualClock {
     fn default() -> Self {
-        Self { anchor_icount: 0, anchor_mtime: 0, ticks_per_insn_q32: DEFAULT_TICKS_PER_INSN_Q32 }
+        Self {
+            anchor_icount: 0,
+            anchor_mtime: 0,
+            ticks_per_insn_q32: DEFAULT_TICKS_PER_INSN_Q32,
+        }
     }
 }
 
@@ -45,7 +49,8 @@ impl VirtualClock {
         let ticks = (mtime - self.anchor_mtime) as u128;
         let rate = self.ticks_per_insn_q32.max(1) as u128;
         let insns = ((ticks << 32) + rate - 1) / rate;
-        self.anchor_icount.saturating_add(insns.min(u64::MAX as u128) as u64)
+        self.anchor_icount
+            .saturating_add(insns.min(u64::MAX as u128) as u64)
     }
 
     /// Re-anchors the clock at `icount` so that it reads `mtime` there. Time never goes backwards:
@@ -63,7 +68,11 @@ mod tests {
 
     #[test]
     fn deadline_and_reading_agree() {
-        let c = VirtualClock { anchor_icount: 1000, anchor_mtime: 50, ..Default::default() };
+        let c = VirtualClock {
+            anchor_icount: 1000,
+            anchor_mtime: 50,
+            ..Default::default()
+        };
         for target in [50u64, 51, 77, 1_000_000] {
             let at = c.icount_when(target);
             assert!(c.mtime_at(at) >= target);

@@ -16,10 +16,14 @@
 
 pub mod bus;
 pub mod clock;
+mod compressed;
+pub mod csr;
+mod exec;
+pub mod hart;
 pub mod memory;
+mod mmu;
 
 pub use bus::{Bus, BusFault};
 pub use clock::VirtualClock;
-pub use memory::{PAGE_SIZE, Ram};
-pub mod hart;
 pub use hart::{Hart, HartState, Privilege, Stop};
+pub use memory::{PAGE_SIZE, Ram};

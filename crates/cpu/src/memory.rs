@@ -31,7 +31,12 @@ pub struct Ram {
 
 impl std::fmt::Debug for Ram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ram {{ base: {:#x}, size: {:#x} }}", self.base, self.data.len())
+        write!(
+            f,
+            "Ram {{ base: {:#x}, size: {:#x} }}",
+            self.base,
+            self.data.len()
+        )
     }
 }
 
@@ -42,7 +47,11 @@ impl Ram {
         assert!(size % PAGE_SIZE == 0, "RAM size must be page aligned");
         let pages = size / PAGE_SIZE;
         // Hash and migration start with everything dirty: nothing has been hashed or sent yet.
-        Ram { base, data: vec![0; size], dirty: vec![0b11; pages] }
+        Ram {
+            base,
+            data: vec![0; size],
+            dirty: vec![0b11; pages],
+        }
     }
 
     #[inline]
@@ -116,7 +125,8 @@ impl Ram {
 
     /// Physical read; `None` if any byte is outside RAM.
     pub fn read(&self, paddr: u64, size: u8) -> Option<u64> {
-        self.offset(paddr, size as u64).map(|off| self.load_at(off, size))
+        self.offset(paddr, size as u64)
+            .map(|off| self.load_at(off, size))
     }
 
     /// Physical write; `None` if any byte is outside RAM. See [`Ram::store_at`] for the result.
@@ -188,7 +198,10 @@ mod tests {
         assert_eq!(ram.read(0x7fff_ffff, 1), None);
         assert_eq!(ram.read(0x8000_1ffd, 4), None);
         assert_eq!(ram.write(u64::MAX, 8, 0), None);
-        assert_eq!(ram.write(0x8000_1ff8, 8, 0x1122_3344_5566_7788), Some(false));
+        assert_eq!(
+            ram.write(0x8000_1ff8, 8, 0x1122_3344_5566_7788),
+            Some(false)
+        );
         assert_eq!(ram.read(0x8000_1ff8, 8), Some(0x1122_3344_5566_7788));
     }
 

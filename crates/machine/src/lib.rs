@@ -1,54 +1,39 @@
-//! The whole ftvm machine: a pure state machine.
+//! The whole ftvm machine: a pure, deterministic state machine.
 //!
-//! STUB: signatures are the contract for the ISA test harness and the CLI.
+//! Job: put the hart (`ftvm-cpu`), RAM and the board's devices (`ftvm-board`) together, boot a
+//! guest (OpenSBI or the built-in SBI), and expose the hypervisor boundary:
+//! `state + input events -> state + output effects`.
 //!
-//! `state + input events -> state + output effects`: nothing in here reads a host clock, spawns a
-//! thread or does I/O.
+//! Invariants:
+//! - Nothing in here reads a host clock, spawns a thread, does I/O (except snapshot files on
+//!   request) or iterates a hash map. Inputs enter only through [`Machine::apply`] at the current
+//!   instruction count; outputs leave only through [`Machine::take_effects`].
+//! - [`Machine::run`] stops exactly at the requested instruction count, so inputs can be applied
+//!   at exactly the instruction they were recorded at.
+//! - [`Machine::state_hash`] covers every bit of architectural, device and memory state; a snapshot
+//!   restores a machine with the same hash that continues bit-identically.
+
+mod boot;
+pub mod config;
+mod debug;
+mod devices;
+pub mod events;
+pub mod hash;
+mod machine;
+mod sbi;
+pub mod snapshot;
 
 use thiserror::Error;
 
+pub use config::{Firmware, MachineConfig};
+pub use events::{Effect, EffectKind, InputEvent};
+pub use hash::StateHash;
+pub use machine::{Exit, Machine, Outcome};
+pub use snapshot::SnapshotError;
+
+/// A guest that cannot be booted as configured: the message says what and why.
 #[derive(Debug, Error)]
 pub enum BootError {
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Why [`Machine::run`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// The instruction count reached the target.
-    Reached,
-    /// The hart waits for an interrupt and nothing is due before `next_deadline` (an `mtime`
-    /// value; `None`: no timer armed). The host advances the clock or delivers input.
-    Idle { next_deadline: Option<u64> },
-    /// The guest powered the machine off (0 = success, as the test device's FAIL code otherwise).
-    PowerOff(u32),
-    /// The guest asked for a reset.
-    Reset,
-}
-
-/// Result of running a guest to its end with virtual time (tests, benchmarks).
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub exit: Exit,
-    pub console: Vec<u8>,
-    pub icount: u64,
-}
-
-pub struct Machine {}
-
-impl Machine {
-    /// A bare-metal ELF (ISA tests) started in M-mode at its entry point with `a0` = hart id and
-    /// `a1` = device tree address, like QEMU's `-bios none -kernel test.elf`.
-    pub fn bare_metal(elf: &[u8], ram_size: u64) -> Result<Machine, BootError> {
-        let _ = (elf, ram_size);
-        Err(BootError::Invalid("stub".into()))
-    }
-
-    /// Runs with the clock fast-forwarded over idle time until the guest powers off or resets,
-    /// or `max_icount` instructions have run (then `exit` is `Reached`).
-    pub fn run_to_end(&mut self, max_icount: u64) -> Outcome {
-        let _ = max_icount;
-        unimplemented!("stub")
-    }
 }

@@ -1,0 +1,157 @@
+//! `ftvm record` and `ftvm replay`.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ftvm_host::{ClockMode, RunEnd, Runner};
+use ftvm_log::{LogHeader, Reader, StartState, Writer};
+use ftvm_machine::Machine;
+use ftvm_replay::{Recorder, ReplayEnd, Replayer};
+
+use crate::guest::{self, GuestArgs};
+use crate::terminal;
+
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    /// The event log to write.
+    #[arg(long)]
+    log: PathBuf,
+    #[command(flatten)]
+    guest: GuestArgs,
+    /// Start from a snapshot instead of booting.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd"])]
+    snapshot: Option<PathBuf>,
+    /// How guest time follows host time.
+    #[arg(long, value_enum, default_value = "realtime")]
+    clock: ClockMode,
+    /// Stop at exactly this instruction count.
+    #[arg(long)]
+    until: Option<u64>,
+    /// Instructions between state-hash checkpoints in the log (0: none).
+    #[arg(long, default_value_t = 100_000_000)]
+    checkpoint_interval: u64,
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// The event log to replay.
+    #[arg(long)]
+    log: PathBuf,
+    /// Stop at exactly this instruction count.
+    #[arg(long)]
+    until: Option<u64>,
+    /// With --until: save a snapshot of the machine there.
+    #[arg(long, requires = "until")]
+    save_snapshot: Option<PathBuf>,
+    /// Print the registers where the replay stops.
+    #[arg(long)]
+    dump_regs: bool,
+    /// Do not echo the guest's console.
+    #[arg(long)]
+    quiet: bool,
+    /// Testing aid: at instruction N flip bit B of the byte at physical address A (`N:A:B`, A in
+    /// hex), to check that replay reports the divergence.
+    #[arg(long, hide = true)]
+    flip_bit: Option<String>,
+}
+
+pub fn record(args: RecordArgs) -> Result<i32> {
+    let (mut machine, header) = match &args.snapshot {
+        Some(path) => {
+            let mut m = Machine::load_snapshot(path)
+                .with_context(|| format!("cannot restore snapshot {}", path.display()))?;
+            let path = std::fs::canonicalize(path)?.display().to_string();
+            let header = LogHeader {
+                start: StartState::Snapshot { path },
+                start_hash: m.state_hash().0,
+                paths: vec![],
+            };
+            (m, header)
+        }
+        None => {
+            let (cfg, paths) = guest::resolve(&args.guest, "")?;
+            let mut m = Machine::new(&cfg)?;
+            let header = ftvm_replay::boot_header(&cfg, paths, m.state_hash().0);
+            (m, header)
+        }
+    };
+    machine.take_effects();
+    let file = std::fs::File::create(&args.log)
+        .with_context(|| format!("cannot create log {}", args.log.display()))?;
+    let writer = Writer::new(BufWriter::new(file), &header)?;
+    let mut recorder = Recorder::new(writer).with_checkpoint_interval(args.checkpoint_interval);
+
+    let mut runner = Runner::new(machine, args.clock);
+    runner.stop_at = args.until;
+    let started = Instant::now();
+    let end = {
+        let _raw = std::io::stdin()
+            .is_terminal()
+            .then(terminal::RawMode::enter);
+        runner.run_observed(&mut terminal::Terminal::new(), &mut recorder)
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let (bytes, records) = (recorder.bytes(), recorder.records());
+    recorder
+        .finish()
+        .with_context(|| format!("writing log {}", args.log.display()))?;
+    eprintln!(
+        "ftvm record: {end:?} at instruction {}; {records} records, {bytes} bytes in {secs:.2} s \
+         ({:.3} Mbit/s)",
+        runner.machine.icount(),
+        bytes as f64 * 8.0 / secs / 1e6
+    );
+    Ok(match end {
+        RunEnd::PowerOff(code) => code.min(255) as i32,
+        _ => 0,
+    })
+}
+
+pub fn replay(args: ReplayArgs) -> Result<i32> {
+    let file = std::fs::File::open(&args.log)
+        .with_context(|| format!("cannot open log {}", args.log.display()))?;
+    let reader =
+        Reader::new(file).with_context(|| format!("cannot read log {}", args.log.display()))?;
+    let machine = ftvm_replay::start_machine(reader.header())?;
+    let mut replayer = Replayer::new(machine, reader);
+    if !args.quiet {
+        replayer.on_console = Some(Box::new(|b| {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b);
+            let _ = out.flush();
+        }));
+    }
+    if let Some(spec) = &args.flip_bit {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let [n, a, b] = parts[..] else {
+            bail!("--flip-bit takes N:ADDR:BIT")
+        };
+        let n: u64 = n.parse()?;
+        let addr = u64::from_str_radix(a.trim_start_matches("0x"), 16)?;
+        let bit: u8 = b.parse()?;
+        replayer.at = Some((
+            n,
+            Box::new(move |m: &mut Machine| m.debug_flip_bit(addr, bit)),
+        ));
+    }
+    let started = Instant::now();
+    let result = replayer.run(args.until);
+    let secs = started.elapsed().as_secs_f64();
+    let icount = replayer.machine.icount();
+    if args.dump_regs {
+        eprintln!("{}", replayer.machine.describe_registers());
+    }
+    let end = result?;
+    eprintln!(
+        "ftvm replay: {end:?}; {icount} instructions in {secs:.2} s ({:.0} MIPS), state hash {}",
+        icount as f64 / secs / 1e6,
+        replayer.machine.state_hash()
+    );
+    if let (Some(path), ReplayEnd::Until { .. }) = (&args.save_snapshot, end) {
+        replayer.machine.save_snapshot(path)?;
+        eprintln!("ftvm replay: snapshot saved to {}", path.display());
+    }
+    Ok(0)
+}

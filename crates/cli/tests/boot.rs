@@ -1,0 +1,200 @@
+//! End-to-end: the real `ftvm` binary boots Debian's riscv64 kernel with ftvm's initramfs.
+//!
+//! The default guest is fetched once (cached under the user's cache directory). Runs use the
+//! virtual clock so that they are deterministic and need no input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const MARKER: &str = "FTVM-GUEST-READY";
+const POWEROFF: &str = "console=ttyS0 earlycon=sbi ftvm.init=poweroff";
+
+fn ftvm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ftvm"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Fetches the default guest once for the whole test binary.
+fn guest_ready() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let out = ftvm()
+            .args(["image", "fetch"])
+            .output()
+            .expect("run ftvm image fetch");
+        assert!(
+            out.status.success(),
+            "ftvm image fetch failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn run(args: &[&str]) -> Output {
+    guest_ready();
+    ftvm().arg("run").args(args).output().expect("run ftvm")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The `icount N state-hash H` line of a `--print-hash` run.
+fn hash_line(out: &Output) -> String {
+    let err = text(&out.stderr);
+    err.lines()
+        .find(|l| l.starts_with("icount "))
+        .unwrap_or_else(|| panic!("no hash line in:\n{err}"))
+        .to_string()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+#[test]
+fn boots_to_marker_and_powers_off_with_opensbi() {
+    let out = run(&["--clock", "virtual", "--append", POWEROFF]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OpenSBI"),
+        "OpenSBI banner missing:\n{stdout}"
+    );
+    assert!(stdout.contains(MARKER), "marker missing:\n{stdout}");
+}
+
+#[test]
+fn boots_to_marker_and_powers_off_with_builtin_sbi() {
+    let out = run(&[
+        "--firmware",
+        "builtin",
+        "--clock",
+        "virtual",
+        "--append",
+        POWEROFF,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(!stdout.contains("OpenSBI"));
+    assert!(stdout.contains(MARKER), "marker missing:\n{stdout}");
+}
+
+/// Half-way through the boot, well before the marker.
+const MID_BOOT: &str = "60000000";
+const LATER: &str = "90000000";
+
+#[test]
+fn same_inputs_give_the_same_state_hash() {
+    let args = [
+        "--firmware",
+        "builtin",
+        "--clock",
+        "virtual",
+        "--until",
+        MID_BOOT,
+        "--print-hash",
+    ];
+    let a = run(&args);
+    let b = run(&args);
+    assert!(a.status.success() && b.status.success());
+    let (ha, hb) = (hash_line(&a), hash_line(&b));
+    assert_eq!(ha, hb);
+    assert!(ha.starts_with(&format!("icount {MID_BOOT} ")), "{ha}");
+    assert_eq!(
+        a.stdout, b.stdout,
+        "console output differs between identical runs"
+    );
+}
+
+#[test]
+fn snapshot_mid_boot_continues_bit_identically() {
+    let snap = tmp("mid-boot.snap");
+    let base = ["--firmware", "builtin", "--clock", "virtual"];
+    let save = run(&[
+        &base[..],
+        &[
+            "--until",
+            MID_BOOT,
+            "--save-snapshot",
+            snap.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(save.status.success(), "{}", text(&save.stderr));
+    let direct = run(&[&base[..], &["--until", LATER, "--print-hash"]].concat());
+    let resumed = run(&[
+        "--clock",
+        "virtual",
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--until",
+        LATER,
+        "--print-hash",
+    ]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(hash_line(&direct), hash_line(&resumed));
+    // The resumed run prints exactly the console output the direct run printed after the cut.
+    assert!(text(&direct.stdout).ends_with(&text(&resumed.stdout)));
+}
+
+#[test]
+fn malformed_kernel_gets_a_clear_error() {
+    let bad = tmp("not-a-kernel");
+    std::fs::write(&bad, b"this is not a RISC-V Image").unwrap();
+    let out = run(&["--kernel", bad.to_str().unwrap(), "--firmware", "builtin"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("kernel"), "{err}");
+}
+
+#[test]
+fn malformed_initrd_gets_a_clear_error() {
+    let bad = tmp("not-an-initrd");
+    std::fs::write(&bad, b"garbage garbage garbage").unwrap();
+    let out = run(&["--initrd", bad.to_str().unwrap(), "--firmware", "builtin"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("initrd"), "{err}");
+}
+
+#[test]
+fn damaged_snapshot_gets_a_clear_error() {
+    let snap = tmp("damaged.snap");
+    let save = run(&[
+        "--firmware",
+        "builtin",
+        "--clock",
+        "virtual",
+        "--until",
+        "1000000",
+        "--save-snapshot",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(save.status.success(), "{}", text(&save.stderr));
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&snap, &bytes).unwrap();
+    let out = run(&["--snapshot", snap.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("corrupt"), "{err}");
+
+    std::fs::write(&snap, &bytes[..100]).unwrap();
+    let out = run(&["--snapshot", snap.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("snapshot"));
+}

@@ -1,0 +1,212 @@
+//! Replaying: the log's inputs at their instructions, every output and checkpoint checked.
+
+use std::io::Read;
+
+use ftvm_log::{LogError, Reader, Record};
+use ftvm_machine::{EffectKind, Exit, Machine};
+use thiserror::Error;
+
+/// The first point where the replayed machine differs from the recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub icount: u64,
+    pub pc: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at instruction {} (pc {:#x}): {}",
+            self.icount, self.pc, self.what
+        )
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("{0}")]
+    Log(#[from] LogError),
+    #[error("replay diverged {0}")]
+    Diverged(Divergence),
+}
+
+/// How a replay that did not diverge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayEnd {
+    /// Every record was replayed and matched, up to the log's end record.
+    Complete { icount: u64, checkpoints: u64 },
+    /// The log stops without an end record (the recorder died): everything in it matched.
+    LogEndsEarly { icount: u64, checkpoints: u64 },
+    /// Stopped at the requested instruction.
+    Until { icount: u64 },
+}
+
+pub struct Replayer<R: Read> {
+    pub machine: Machine,
+    log: Reader<R>,
+    /// Console bytes replayed but not yet matched against a record.
+    console: Vec<u8>,
+    halted: Option<EffectKind>,
+    checkpoints: u64,
+    /// Called with every console byte the replay produces (to show it).
+    pub on_console: Option<Box<dyn FnMut(&[u8])>>,
+    /// Called at this instruction (once) with the machine, before anything else happens there:
+    /// a debugging hook (e.g. to inject a fault and check that replay notices).
+    pub at: Option<(u64, Box<dyn FnMut(&mut Machine)>)>,
+}
+
+fn show(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    let tail: String = s
+        .chars()
+        .rev()
+        .take(200)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{tail:?}")
+}
+
+impl<R: Read> Replayer<R> {
+    pub fn new(machine: Machine, log: Reader<R>) -> Self {
+        Replayer {
+            machine,
+            log,
+            console: Vec::new(),
+            halted: None,
+            checkpoints: 0,
+            on_console: None,
+            at: None,
+        }
+    }
+
+    fn diverged(&self, what: String) -> ReplayError {
+        ReplayError::Diverged(Divergence {
+            icount: self.machine.icount(),
+            pc: self.machine.hart().pc(),
+            what,
+        })
+    }
+
+    /// Runs the machine to exactly `target`, collecting its outputs.
+    fn run_to(&mut self, target: u64) -> Result<(), ReplayError> {
+        while self.machine.icount() < target {
+            if let Some((at, _)) = &self.at {
+                let at = *at;
+                if self.machine.icount() >= at {
+                    let (_, mut hook) = self.at.take().expect("checked");
+                    hook(&mut self.machine);
+                } else if at < target {
+                    self.run_to(at)?;
+                    continue;
+                }
+            }
+            let exit = self.machine.run(target);
+            for effect in self.machine.take_effects() {
+                match effect.kind {
+                    EffectKind::Console(bytes) => {
+                        if let Some(f) = &mut self.on_console {
+                            f(&bytes);
+                        }
+                        self.console.extend_from_slice(&bytes);
+                    }
+                    other => self.halted = Some(other),
+                }
+            }
+            let short = self.machine.icount() < target;
+            match exit {
+                Exit::Reached => {}
+                Exit::Idle { .. } | Exit::PowerOff(_) | Exit::Reset if !short => {}
+                Exit::Idle { .. } => {
+                    return Err(self.diverged(format!(
+                        "the guest is idle, but the log's next record is at instruction {target}"
+                    )));
+                }
+                Exit::PowerOff(_) | Exit::Reset => {
+                    return Err(self.diverged(format!(
+                        "the guest halted ({:?}) before instruction {target}",
+                        self.halted
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the whole log, or up to instruction `until`.
+    pub fn run(&mut self, until: Option<u64>) -> Result<ReplayEnd, ReplayError> {
+        loop {
+            let record = match self.log.next() {
+                None => {
+                    let icount = self.machine.icount();
+                    return Ok(ReplayEnd::LogEndsEarly {
+                        icount,
+                        checkpoints: self.checkpoints,
+                    });
+                }
+                Some(r) => r?,
+            };
+            let at = record.icount();
+            if at < self.machine.icount() {
+                return Err(self.diverged(format!(
+                    "the log has a record for instruction {at}, already passed"
+                )));
+            }
+            if let Some(u) = until {
+                if at > u {
+                    self.run_to(u)?;
+                    return Ok(ReplayEnd::Until { icount: u });
+                }
+            }
+            self.run_to(at)?;
+            match record {
+                Record::Input { event, .. } => self.machine.apply(&event),
+                Record::Output {
+                    effect: EffectKind::Console(expected),
+                    ..
+                } => {
+                    if self.console != expected {
+                        return Err(self.diverged(format!(
+                            "console output differs: recorded {}, replayed {}",
+                            show(&expected),
+                            show(&self.console)
+                        )));
+                    }
+                    self.console.clear();
+                }
+                Record::Output { effect, .. } => {
+                    if self.halted.as_ref() != Some(&effect) {
+                        return Err(self.diverged(format!(
+                            "recorded output {effect:?}, replayed {:?}",
+                            self.halted
+                        )));
+                    }
+                }
+                Record::Checkpoint { hash, .. } => {
+                    let replayed = self.machine.state_hash().0;
+                    if replayed != hash {
+                        return Err(self.diverged(format!(
+                            "state hash {replayed:032x} differs from the recorded {hash:032x}"
+                        )));
+                    }
+                    self.checkpoints += 1;
+                }
+                Record::End { icount, .. } => {
+                    if !self.console.is_empty() {
+                        return Err(self.diverged(format!(
+                            "replay printed {} that the recording did not",
+                            show(&self.console)
+                        )));
+                    }
+                    return Ok(ReplayEnd::Complete {
+                        icount,
+                        checkpoints: self.checkpoints,
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs the system packages the tests need
+# (when missing), then runs formatting, lint and every test. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# cmake: SoftFloat's build. binutils/gcc-riscv64: the bare-metal ISA test programs.
+# qemu-system-misc: the reference machine for the differential tests and benchmarks.
+# device-tree-compiler, e2fsprogs, xz-utils, cpio: image building and checks.
+packages=(cmake qemu-system-misc binutils-riscv64-linux-gnu gcc-riscv64-linux-gnu
+          device-tree-compiler e2fsprogs xz-utils cpio ca-certificates debian-archive-keyring)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "test.sh: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace 2>&1
