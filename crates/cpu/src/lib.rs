@@ -27,3 +27,6 @@ pub use bus::{Bus, BusFault};
 pub use clock::VirtualClock;
 pub use hart::{Hart, HartState, Privilege, Stop};
 pub use memory::{PAGE_SIZE, Ram};
+
+#[cfg(test)]
+mod tests;
