@@ -234,6 +234,9 @@ impl Hart {
             0xf11..=0xf15 | 0xc00..=0xc1f => {}
             _ => return Err(()),
         }
+        if matches!(csr, addr::MSTATUS | addr::SSTATUS) {
+            self.update_data_ctx();
+        }
         self.event |= event::IRQ;
         Ok(())
     }

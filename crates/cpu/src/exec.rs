@@ -481,6 +481,7 @@ impl Hart {
 
     fn xret(&mut self, to: Privilege) {
         self.s.privilege = to;
+        self.update_data_ctx();
         self.s.reservation = None;
         self.tlb.flush_fetch();
         self.event |= event::IRQ;

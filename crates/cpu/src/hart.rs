@@ -1,12 +1,13 @@
 //! The hart: architectural state, the run loop, traps and interrupts.
 //!
-//! Instructions are decoded as they execute (compressed ones through a 64K-entry expansion
-//! table); the fetch page and data translations are cached so most instructions touch no page
-//! table. No decoded-instruction cache exists, so stores to code need no invalidation: FENCE.I is
-//! a no-op and self-modifying code just works.
+//! The run loop executes pre-decoded basic blocks (`block.rs`) while a whole block fits before
+//! the stop count, and single instructions (decoded as they execute) otherwise, so it always
+//! stops at exactly the requested instruction. The fetch page and data translations are cached
+//! so most instructions touch no page table.
 
 use serde::{Deserialize, Serialize};
 
+use crate::block::BlockCache;
 use crate::mmu::Tlb;
 use crate::{Bus, Ram, VirtualClock};
 
@@ -133,6 +134,8 @@ pub(crate) mod event {
     pub const SBI: u8 = 4;
     /// Something that can unmask an interrupt changed.
     pub const IRQ: u8 = 8;
+    /// A store hit a page holding decoded code.
+    pub const CODE: u8 = 16;
 }
 
 pub(crate) mod mstatus {
@@ -160,6 +163,9 @@ pub struct Hart {
     /// ECALLs from S-mode stop the run instead of trapping to M-mode (the built-in SBI).
     pub sbi_intercept: bool,
     pub(crate) tlb: Tlb,
+    pub(crate) blocks: BlockCache,
+    /// (effective data privilege, TLB context) derived from privilege and mstatus.
+    pub(crate) data_ctx: (Privilege, u64),
     pub(crate) event: u8,
     compressed: &'static [u32],
 }
@@ -207,6 +213,8 @@ impl Hart {
             },
             sbi_intercept: false,
             tlb: Tlb::new(),
+            blocks: BlockCache::new(),
+            data_ctx: (Privilege::Machine, Privilege::Machine as u64),
             event: 0,
             compressed: crate::compressed::table(),
         }
@@ -220,11 +228,15 @@ impl Hart {
             }
             self.s.waiting = false;
         }
+        self.sync_code(ram);
         self.take_interrupt();
         while self.s.icount < until {
-            self.step(ram, bus);
+            self.run_block(ram, bus, until);
             if self.event != 0 {
                 let ev = std::mem::take(&mut self.event);
+                if ev & event::CODE != 0 {
+                    self.sync_code(ram);
+                }
                 if ev & event::IRQ != 0 {
                     self.take_interrupt();
                 }
@@ -240,6 +252,57 @@ impl Hart {
             }
         }
         Stop::Reached
+    }
+
+    /// Drops decoded blocks of code pages that were written.
+    fn sync_code(&mut self, ram: &mut Ram) {
+        for page in ram.take_code_written() {
+            self.blocks.invalidate_page(page as usize);
+        }
+    }
+
+    /// Executes the block at pc if it fits before `until`, else one instruction.
+    #[inline(always)]
+    fn run_block<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, until: u64) {
+        let off = match self.fetch_offset(ram) {
+            Ok(off) => off,
+            Err(t) => {
+                self.trap(t.cause, t.tval, false);
+                self.s.icount += 1;
+                return;
+            }
+        };
+        let block = match self.blocks.get(off) {
+            Some(b) => b.clone(),
+            None => self.decode_block(ram, off),
+        };
+        let n = block.ops.len() as u64;
+        if n == 0 || self.s.icount + n > until {
+            self.step(ram, bus);
+            return;
+        }
+        let mut pc = self.s.pc;
+        for op in &block.ops {
+            self.s.pc = pc;
+            // icount moves after the instruction, as in `step`: reads of time/instret during an
+            // instruction must see the same count whichever path executes it.
+            match self.exec_op(op, pc, ram, bus) {
+                Ok(next) => pc = next,
+                Err(t) => {
+                    self.trap(t.cause, t.tval, false);
+                    self.s.icount += 1;
+                    return;
+                }
+            }
+            self.s.icount += 1;
+            if self.event != 0 {
+                break;
+            }
+        }
+        self.s.pc = pc;
+        if ram.code_was_written() {
+            self.event |= event::CODE;
+        }
     }
 
     #[inline(always)]
@@ -341,6 +404,7 @@ impl Hart {
             st.pc = vector(st.mtvec, cause, interrupt);
         }
         self.tlb.flush_fetch();
+        self.update_data_ctx();
     }
 
     pub fn icount(&self) -> u64 {
@@ -367,6 +431,7 @@ impl Hart {
     pub fn set_privilege(&mut self, p: Privilege) {
         self.s.privilege = p;
         self.tlb.flush_fetch();
+        self.update_data_ctx();
     }
     /// Reads a CSR with no privilege check and no side effects (debugging, boot set-up).
     pub fn csr(&self, addr: u16) -> Option<u64> {
@@ -407,6 +472,11 @@ impl Hart {
     pub fn flush_tlb(&mut self) {
         self.tlb.flush();
     }
+
+    /// Drops every decoded block (RAM was replaced behind the hart's back).
+    pub fn flush_decoded(&mut self) {
+        self.blocks.flush();
+    }
     pub fn state(&self) -> &HartState {
         &self.s
     }
@@ -417,6 +487,8 @@ impl Hart {
             self.s.pmpaddr.resize(64, 0);
         }
         self.flush_tlb();
+        self.flush_decoded();
+        self.update_data_ctx();
     }
 }
 

@@ -14,6 +14,7 @@
 //! - Every guest-controlled value (instruction bits, page tables, addresses) yields a guest trap or
 //!   a clean `Stop`, never a host panic.
 
+mod block;
 pub mod bus;
 pub mod clock;
 mod compressed;

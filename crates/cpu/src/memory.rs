@@ -27,6 +27,10 @@ pub struct Ram {
     data: Vec<u8>,
     #[serde(skip)]
     dirty: Vec<u8>,
+    /// Pages that held decoded code and were written since the hart last looked: the hart drops
+    /// its decoded blocks for them. Writes from outside the hart (devices, restore) land here too.
+    #[serde(skip)]
+    code_written: Vec<u32>,
 }
 
 impl std::fmt::Debug for Ram {
@@ -51,6 +55,7 @@ impl Ram {
             base,
             data: vec![0; size],
             dirty: vec![0b11; pages],
+            code_written: Vec::new(),
         }
     }
 
@@ -120,7 +125,22 @@ impl Ram {
         let flags = &mut self.dirty[page];
         let had_code = *flags & (1 << DirtyConsumer::CodeCache as u8) != 0;
         *flags = 0b11;
+        if had_code {
+            self.code_written.push(page as u32);
+        }
         had_code
+    }
+
+    /// Pages holding decoded code that were written since the last call (each reported once:
+    /// its code mark is cleared until the hart decodes from it again).
+    pub fn take_code_written(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.code_written)
+    }
+
+    /// Whether code pages were written since [`Ram::take_code_written`].
+    #[inline(always)]
+    pub fn code_was_written(&self) -> bool {
+        !self.code_written.is_empty()
     }
 
     /// Physical read; `None` if any byte is outside RAM.
@@ -141,7 +161,7 @@ impl Ram {
         self.data[off..off + bytes.len()].copy_from_slice(bytes);
         if !bytes.is_empty() {
             for page in (off >> PAGE_SHIFT)..=((off + bytes.len() - 1) >> PAGE_SHIFT) {
-                self.dirty[page] = 0b11;
+                self.mark(page);
             }
         }
         Some(())
@@ -162,7 +182,7 @@ impl Ram {
     /// Overwrites page `page` (snapshot restore, migration) and marks it dirty.
     pub fn set_page(&mut self, page: usize, bytes: &[u8]) {
         self.data[page * PAGE_SIZE..(page + 1) * PAGE_SIZE].copy_from_slice(bytes);
-        self.dirty[page] = 0b11;
+        self.mark(page);
     }
 
     /// The whole of RAM, read-only.

@@ -112,6 +112,15 @@ impl Hart {
     /// The privilege loads and stores run at (MPRV) and the bits their permission depends on.
     #[inline(always)]
     fn data_ctx(&self) -> (Privilege, u64) {
+        self.data_ctx
+    }
+
+    /// Recomputes [`Hart::data_ctx`]; called whenever mstatus or the privilege changes.
+    pub(crate) fn update_data_ctx(&mut self) {
+        self.data_ctx = self.compute_data_ctx();
+    }
+
+    fn compute_data_ctx(&self) -> (Privilege, u64) {
         let st = self.s.mstatus;
         let p = if self.s.privilege == Privilege::Machine && st & mstatus::MPRV != 0 {
             Privilege::from_bits(st >> mstatus::MPP_SHIFT)
@@ -230,6 +239,17 @@ impl Hart {
         self.fetch_slow(ram)
     }
 
+    /// The RAM offset of the instruction at pc (translating its page if needed).
+    #[inline(always)]
+    pub(crate) fn fetch_offset(&mut self, ram: &mut Ram) -> Result<usize, Trap> {
+        let pc = self.s.pc;
+        if pc >> 12 != self.tlb.fetch_vpn {
+            let p = self.s.privilege;
+            self.fetch_half(pc, p, ram)?;
+        }
+        Ok(self.tlb.fetch_off + (pc & 0xfff) as usize)
+    }
+
     #[inline(never)]
     fn fetch_slow(&mut self, ram: &mut Ram) -> Result<u32, Trap> {
         let pc = self.s.pc;
@@ -320,7 +340,9 @@ impl Hart {
         let in_page = (vaddr & 0xfff) as usize;
         if in_page + size as usize <= 4096 {
             if let Some(off) = self.tlb.get(Access::Store, vaddr, ctx) {
-                ram.store_at(off + in_page, size, value);
+                if ram.store_at(off + in_page, size, value) {
+                    self.event |= event::CODE;
+                }
                 return Ok(());
             }
         }

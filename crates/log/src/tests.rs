@@ -78,7 +78,7 @@ fn records_are_small() {
     }]);
     let none = encode(&[]);
     assert!(
-        one.len() - none.len() <= 12,
+        one.len() - none.len() <= 16,
         "a clock anchor took {} bytes",
         one.len() - none.len()
     );
@@ -113,7 +113,7 @@ fn every_truncation_is_reported_at_the_right_record() {
         }
         let items = result.unwrap();
         let complete = ends.iter().filter(|&&e| e <= cut).count();
-        if ends.contains(&cut) {
+        if cut == header_len || ends.contains(&cut) {
             assert!(items.iter().all(|r| r.is_ok()) && items.len() == complete);
         } else {
             assert_eq!(items.len(), complete + 1, "cut {cut}");
@@ -149,6 +149,20 @@ pub fn fuzz_one(data: &[u8]) {
             }
         }
     }
+}
+
+/// Writes the seed corpus (run by hand after a format change: `cargo test -p ftvm-log --
+/// --ignored write_seed_corpus`).
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/log_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recs = records();
+    std::fs::write(dir.join("full"), encode(&recs)).unwrap();
+    std::fs::write(dir.join("header-only"), encode(&[])).unwrap();
+    std::fs::write(dir.join("one-anchor"), encode(&recs[1..2])).unwrap();
+    std::fs::write(dir.join("console"), encode(&recs[2..4])).unwrap();
 }
 
 #[test]
