@@ -123,6 +123,35 @@ test_main:
     csrc mstatus, t0
     ld s2, 0(s0)
     CHECK s2, 2, 16
+    # A device's SEIP line must not stick when M-mode read-modify-writes mip: raise the UART's
+    # THR-empty interrupt through the PLIC to supervisor context 1, clear STIP with csrc, drop
+    # the line, and SEIP must be gone.
+    li t0, 0x0c000000 + 4 * 10
+    li t1, 1
+    sw t1, 0(t0)               # priority of source 10 (UART)
+    li t0, 0x0c002080
+    li t1, 1 << 10
+    sw t1, 0(t0)               # enable it for context 1
+    li t0, 0x0c201000
+    sw zero, 0(t0)             # threshold 0
+    li t0, 0x10000000
+    li t1, 2
+    sb t1, 1(t0)               # IER: THR empty
+    csrr s3, mip
+    li t1, 1 << 5
+    csrc mip, t1
+    li t0, 0x10000000
+    sb zero, 1(t0)             # IER off: the line drops
+    li t0, 0x0c201004
+    lw t1, 0(t0)               # claim and complete whatever was latched in the gateway
+    sw t1, 0(t0)
+    srli s2, s3, 9
+    andi s2, s2, 1
+    CHECK s2, 1, 18
+    csrr s2, mip
+    srli s2, s2, 9
+    andi s2, s2, 1
+    CHECK s2, 0, 19
     # EBREAK
     ebreak
     ld s2, 0(s0)

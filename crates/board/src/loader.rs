@@ -40,7 +40,7 @@ pub fn parse_linux_image(bytes: &[u8]) -> Result<LinuxImage, LoadError> {
     }
     let text_offset = le64(bytes, 8);
     let image_size = le64(bytes, 16);
-    if text_offset % 4096 != 0 || text_offset > 1 << 30 {
+    if !text_offset.is_multiple_of(4096) || text_offset > 1 << 30 {
         return Err(LoadError::NotImage(format!(
             "text_offset {text_offset:#x} is not a sane page-aligned offset"
         )));

@@ -81,7 +81,7 @@ impl Plic {
     }
 
     pub fn read(&mut self, offset: u64, size: u8) -> Option<u64> {
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let words = self.enable.first().map_or(0, Vec::len) as u64;
@@ -118,16 +118,16 @@ impl Plic {
     }
 
     pub fn write(&mut self, offset: u64, size: u8, value: u64) -> Option<()> {
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let v = value as u32;
         match offset {
             o if o < PENDING => {
-                if let Some(p) = self.priority.get_mut((o / 4) as usize) {
-                    if o != 0 {
-                        *p = v & PRIORITY_MASK;
-                    }
+                if let Some(p) = self.priority.get_mut((o / 4) as usize)
+                    && o != 0
+                {
+                    *p = v & PRIORITY_MASK;
                 }
             }
             o if (ENABLE..CONTEXT).contains(&o) => {

@@ -20,8 +20,14 @@ const COMMANDS: &[&str] = &[
     "echo $((6 * 7)) > /tmp/answer && cat /tmp/answer",
     "poweroff -f",
 ];
-/// Longest the demo waits for the guest before giving up.
-const TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest the demo waits for the guest before giving up (`FTVM_DEMO_TIMEOUT` seconds overrides).
+fn demo_timeout() -> Duration {
+    let secs = std::env::var("FTVM_DEMO_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    Duration::from_secs(secs)
+}
 
 /// Types commands one by one, each when the shell shows its prompt.
 struct Script {
@@ -36,18 +42,27 @@ impl Host for Script {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(bytes);
         let _ = out.flush();
+        // Only the new bytes (and a marker's length before them) can complete the marker.
+        let from = self.seen.len().saturating_sub(BOOT_MARKER.len());
         self.seen.extend_from_slice(bytes);
-        if self.marker_at.is_none() && contains(&self.seen, BOOT_MARKER.as_bytes()) {
-            self.marker_at = Some(self.started.elapsed());
-            self.seen.clear();
+        if self.marker_at.is_none() {
+            if let Some(at) = find(&self.seen[from..], BOOT_MARKER.as_bytes()) {
+                self.marker_at = Some(self.started.elapsed());
+                // Keep what followed the marker: the prompt may have come in the same chunk.
+                self.seen.drain(..from + at + BOOT_MARKER.len());
+            } else if self.seen.len() > 4096 {
+                self.seen.drain(..self.seen.len() - BOOT_MARKER.len());
+            }
         }
     }
 
     fn input(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, Stop> {
-        if self.started.elapsed() > TIMEOUT {
+        if self.started.elapsed() > demo_timeout() {
             return Err(Stop);
         }
-        let prompt = self.marker_at.is_some() && self.seen.ends_with(b"# ");
+        // busybox's shell may follow its prompt with a cursor-position query (ESC [ 6 n).
+        let prompt = self.marker_at.is_some()
+            && (self.seen.ends_with(b"# ") || self.seen.ends_with(b"# \x1b[6n"));
         if prompt && self.next < COMMANDS.len() {
             self.seen.clear();
             let cmd = COMMANDS[self.next];
@@ -59,8 +74,8 @@ impl Host for Script {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 pub fn run() -> Result<()> {
@@ -102,6 +117,10 @@ pub fn run() -> Result<()> {
             eprintln!("  result               guest powered off cleanly");
             Ok(())
         }
-        other => bail!("the demo guest did not finish as expected: {other:?}"),
+        other => bail!(
+            "the demo guest did not finish as expected: {other:?}\n{}\n{}",
+            runner.machine.describe_registers(),
+            runner.machine.describe_devices()
+        ),
     }
 }

@@ -88,7 +88,7 @@ pub fn resolve(args: &GuestArgs, extra_append: &str) -> Result<(MachineConfig, V
                 .to_string()
         })
         .collect();
-    if args.memory % (2 << 20) != 0 {
+    if !args.memory.is_multiple_of(2 << 20) {
         bail!("--memory must be a multiple of 2 MiB");
     }
     let mut cmdline = args.append.clone();

@@ -2,7 +2,7 @@
 //! checkpoint reproduced, console input replayed, damaged logs and injected faults reported.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
@@ -37,7 +37,7 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn replay(log: &PathBuf, extra: &[&str]) -> Output {
+fn replay(log: &Path, extra: &[&str]) -> Output {
     ftvm()
         .args(["replay", "--quiet", "--log", log.to_str().unwrap()])
         .args(extra)
@@ -46,7 +46,7 @@ fn replay(log: &PathBuf, extra: &[&str]) -> Output {
 }
 
 /// Records a boot with the real-time clock in which a shell command is typed after the marker.
-fn record_interactive(log: &PathBuf) -> String {
+fn record_interactive(log: &Path) -> String {
     guest_ready();
     let mut child = ftvm()
         .args([

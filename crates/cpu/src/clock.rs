@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 /// The timebase of QEMU's virt board, which Linux reads from the device tree.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
 
-/// The nominal guest speed the clock assumes between anchors: 0.1 timer tick per instruction,
-/// i.e. 100 million instructions per guest second.
-pub const DEFAULT_TICKS_PER_INSN_Q32: u64 = (1u64 << 32) / 10;
+/// The nominal guest speed the clock assumes between anchors: 0.01 timer tick per instruction,
+/// i.e. a billion instructions per guest second. It is deliberately above what the interpreter
+/// achieves, so between anchors guest time runs slower than real time and the host's anchors
+/// (which only move time forward) keep it on real time; a guest clock that ran ahead could not
+/// be pulled back, and every guest sleep would wait for real time to catch up.
+pub const DEFAULT_TICKS_PER_INSN_Q32: u64 = (1u64 << 32) / 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualClock {
@@ -48,7 +51,7 @@ impl VirtualClock {
         }
         let ticks = (mtime - self.anchor_mtime) as u128;
         let rate = self.ticks_per_insn_q32.max(1) as u128;
-        let insns = ((ticks << 32) + rate - 1) / rate;
+        let insns = (ticks << 32).div_ceil(rate);
         self.anchor_icount
             .saturating_add(insns.min(u64::MAX as u128) as u64)
     }

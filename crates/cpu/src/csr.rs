@@ -168,7 +168,7 @@ impl Hart {
             addr::MCYCLE => s.icount.wrapping_add(s.mcycle_offset),
             addr::MINSTRET => s.icount.wrapping_add(s.minstret_offset),
             0xb03..=0xb1f | 0x323..=0x33f => 0, // Zihpm counters and events: none implemented.
-            0x3a0..=0x3af if csr % 2 == 0 => s.pmpcfg[(csr as usize - 0x3a0) / 2],
+            0x3a0..=0x3af if csr.is_multiple_of(2) => s.pmpcfg[(csr as usize - 0x3a0) / 2],
             0x3b0..=0x3ef => s.pmpaddr[csr as usize - 0x3b0],
             _ => return None,
         })
@@ -229,7 +229,7 @@ impl Hart {
             addr::MCYCLE => s.mcycle_offset = v.wrapping_sub(s.icount + 1),
             addr::MINSTRET => s.minstret_offset = v.wrapping_sub(s.icount + 1),
             0xb03..=0xb1f | 0x323..=0x33f => {}
-            0x3a0..=0x3af if csr % 2 == 0 => s.pmpcfg[(csr as usize - 0x3a0) / 2] = v,
+            0x3a0..=0x3af if csr.is_multiple_of(2) => s.pmpcfg[(csr as usize - 0x3a0) / 2] = v,
             0x3b0..=0x3ef => s.pmpaddr[csr as usize - 0x3b0] = v & ((1 << 54) - 1),
             0xf11..=0xf15 | 0xc00..=0xc1f => {}
             _ => return Err(()),

@@ -326,7 +326,7 @@ impl Hart {
             }
             0x03 => {
                 let ok = self.s.reservation == Some(addr);
-                if addr % size as u64 != 0 {
+                if !addr.is_multiple_of(size as u64) {
                     return Err(Trap {
                         cause: cause::STORE_MISALIGNED,
                         tval: addr,
@@ -467,10 +467,17 @@ impl Hart {
         // Reads have no side effects here, so CSRRW with rd = x0 may read too.
         let old = self.csr_read(csr).ok_or(Trap::illegal(insn))?;
         if writes {
+            // A read-modify-write of mip works on the software-writable bits alone: folding the
+            // interrupt lines in would latch a device's SEIP (or the SBI timer's STIP) for good.
+            let base = if csr == crate::csr::addr::MIP {
+                self.s.mip
+            } else {
+                old
+            };
             let new = match f & 3 {
                 1 => src,
-                2 => old | src,
-                _ => old & !src,
+                2 => base | src,
+                _ => base & !src,
             };
             self.csr_write(csr, new).map_err(|_| Trap::illegal(insn))?;
             self.event |= event::IRQ;

@@ -442,6 +442,16 @@ impl Hart {
         let _ = self.csr_write(addr, value);
         self.event |= event::IRQ;
     }
+    /// Sets or clears software-writable mip bits (SSIP for an SBI IPI), leaving the lines alone.
+    pub fn set_software_pending(&mut self, bits: u64, on: bool) {
+        if on {
+            self.s.mip |= bits;
+        } else {
+            self.s.mip &= !bits;
+        }
+        self.event |= event::IRQ;
+    }
+
     pub fn clock(&self) -> &VirtualClock {
         &self.s.clock
     }

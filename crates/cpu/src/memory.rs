@@ -48,7 +48,10 @@ impl Ram {
     /// Zeroed RAM of `size` bytes (a multiple of the page size) at physical address `base`.
     /// The host commits pages lazily, so an untouched guest page costs nothing.
     pub fn new(base: u64, size: usize) -> Self {
-        assert!(size % PAGE_SIZE == 0, "RAM size must be page aligned");
+        assert!(
+            size.is_multiple_of(PAGE_SIZE),
+            "RAM size must be page aligned"
+        );
         let pages = size / PAGE_SIZE;
         // Hash and migration start with everything dirty: nothing has been hashed or sent yet.
         Ram {

@@ -288,10 +288,10 @@ impl Hart {
     ) -> Result<u64, Trap> {
         let (p, ctx) = self.data_ctx();
         let in_page = (vaddr & 0xfff) as usize;
-        if in_page + size as usize <= 4096 {
-            if let Some(off) = self.tlb.get(Access::Load, vaddr, ctx) {
-                return Ok(ram.load_at(off + in_page, size));
-            }
+        if in_page + size as usize <= 4096
+            && let Some(off) = self.tlb.get(Access::Load, vaddr, ctx)
+        {
+            return Ok(ram.load_at(off + in_page, size));
         }
         self.load_slow(ram, bus, vaddr, size, p, ctx)
     }
@@ -338,13 +338,13 @@ impl Hart {
     ) -> Result<(), Trap> {
         let (p, ctx) = self.data_ctx();
         let in_page = (vaddr & 0xfff) as usize;
-        if in_page + size as usize <= 4096 {
-            if let Some(off) = self.tlb.get(Access::Store, vaddr, ctx) {
-                if ram.store_at(off + in_page, size, value) {
-                    self.event |= event::CODE;
-                }
-                return Ok(());
+        if in_page + size as usize <= 4096
+            && let Some(off) = self.tlb.get(Access::Store, vaddr, ctx)
+        {
+            if ram.store_at(off + in_page, size, value) {
+                self.event |= event::CODE;
             }
+            return Ok(());
         }
         self.store_slow(ram, bus, vaddr, size, value, p, ctx)
     }
@@ -392,7 +392,7 @@ impl Hart {
         size: u8,
         lr: bool,
     ) -> Result<u64, Trap> {
-        if vaddr % size as u64 != 0 {
+        if !vaddr.is_multiple_of(size as u64) {
             let c = if lr {
                 cause::LOAD_MISALIGNED
             } else {

@@ -13,6 +13,9 @@ use ftvm_machine::{Effect, EffectKind, Exit, InputEvent, Machine};
 
 /// Instructions per run slice: small enough that console input and time updates feel immediate.
 const SLICE: u64 = 4_000_000;
+/// In real-time mode the clock is re-anchored after every slice, so the slice bounds how late a
+/// timer can fire: about a millisecond of execution.
+const REALTIME_SLICE: u64 = 200_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClockMode {
@@ -123,14 +126,20 @@ impl Runner {
         let mut last_checkpoint = 0;
         loop {
             let icount = self.machine.icount();
-            if let Some(n) = interval {
-                if icount % n == 0 && icount > last_checkpoint {
-                    let hash = self.machine.state_hash().0;
-                    obs.checkpoint(icount, hash);
-                    last_checkpoint = icount;
-                }
+            if let Some(n) = interval
+                && icount.is_multiple_of(n)
+                && icount > last_checkpoint
+            {
+                let hash = self.machine.state_hash().0;
+                obs.checkpoint(icount, hash);
+                last_checkpoint = icount;
             }
-            let mut target = icount + SLICE;
+            let slice = if self.clock == ClockMode::Realtime {
+                REALTIME_SLICE
+            } else {
+                SLICE
+            };
+            let mut target = icount + slice;
             if let Some(n) = interval {
                 target = target.min((icount / n + 1) * n);
             }

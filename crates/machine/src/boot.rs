@@ -24,7 +24,7 @@ mod csr {
 }
 
 pub(crate) fn check_ram_size(size: u64) -> Result<(), BootError> {
-    if !(16 * MIB..=64 * 1024 * MIB).contains(&size) || size % (2 * MIB) != 0 {
+    if !(16 * MIB..=64 * 1024 * MIB).contains(&size) || !size.is_multiple_of(2 * MIB) {
         return Err(BootError::Invalid(format!(
             "memory size {size} bytes: must be a multiple of 2 MiB between 16 MiB and 64 GiB"
         )));

@@ -58,6 +58,14 @@ impl Machine {
         s
     }
 
+    /// The UART's and PLIC's registers, for a person debugging interrupt trouble.
+    pub fn describe_devices(&self) -> String {
+        format!(
+            "uart {:?}\nplic {:?}\nclint {:?}",
+            self.dev.uart, self.dev.plic, self.dev.clint
+        )
+    }
+
     /// Flips one bit of guest RAM (a fault injected on purpose; ignored outside RAM).
     pub fn debug_flip_bit(&mut self, paddr: u64, bit: u8) {
         if let Some(byte) = self.ram.read(paddr, 1) {

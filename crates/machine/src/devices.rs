@@ -39,7 +39,7 @@ impl Devices {
             clint: Clint::default(),
             plic: Plic::new(PLIC_SOURCES, 2),
             uart: Uart16550::default(),
-            test: TestDevice::default(),
+            test: TestDevice,
             sbi_timer: u64::MAX,
             console_out: Vec::new(),
             action: None,

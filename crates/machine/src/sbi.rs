@@ -32,8 +32,6 @@ const IMPL_ID: i64 = 0x4654;
 /// the DBCN spec allows.
 const MAX_CONSOLE_WRITE: u64 = 4096;
 
-const MIP: u16 = 0x344;
-
 /// Handles the ECALL the hart just stopped on. Returns a power-off or reset the guest asked for.
 pub fn call(hart: &mut Hart, ram: &Ram, dev: &mut Devices) -> Option<EffectKind> {
     let a = |i: usize| hart.x(10 + i);
@@ -70,8 +68,7 @@ pub fn call(hart: &mut Hart, ram: &Ram, dev: &mut Devices) -> Option<EffectKind>
         }
         (EXT_IPI, 0) => {
             if targets_hart0(a(0), a(1)) {
-                let mip = hart.csr(MIP).unwrap_or(0);
-                hart.set_csr(MIP, mip | irq::SSIP);
+                hart.set_software_pending(irq::SSIP, true);
             }
             (SBI_SUCCESS, 0)
         }

@@ -38,10 +38,10 @@ impl<W: Write> Recorder<W> {
     }
 
     fn append(&mut self, record: Record) {
-        if self.error.is_none() {
-            if let Err(e) = self.log.append(&record) {
-                self.error = Some(e);
-            }
+        if self.error.is_none()
+            && let Err(e) = self.log.append(&record)
+        {
+            self.error = Some(e);
         }
     }
 
@@ -117,10 +117,10 @@ impl<W: Write> Observer for Recorder<W> {
             RunEnd::Stopped | RunEnd::ReachedLimit => EndReason::Stopped,
         };
         self.append(Record::End { icount, reason });
-        if self.error.is_none() {
-            if let Err(e) = self.log.flush() {
-                self.error = Some(e);
-            }
+        if self.error.is_none()
+            && let Err(e) = self.log.flush()
+        {
+            self.error = Some(e);
         }
     }
 }

@@ -43,6 +43,11 @@ pub enum ReplayEnd {
     Until { icount: u64 },
 }
 
+/// Receives the console bytes a replay produces.
+pub type ConsoleSink = Box<dyn FnMut(&[u8])>;
+/// A debugging hook run once at a chosen instruction.
+pub type MachineHook = Box<dyn FnMut(&mut Machine)>;
+
 pub struct Replayer<R: Read> {
     pub machine: Machine,
     log: Reader<R>,
@@ -51,10 +56,10 @@ pub struct Replayer<R: Read> {
     halted: Option<EffectKind>,
     checkpoints: u64,
     /// Called with every console byte the replay produces (to show it).
-    pub on_console: Option<Box<dyn FnMut(&[u8])>>,
+    pub on_console: Option<ConsoleSink>,
     /// Called at this instruction (once) with the machine, before anything else happens there:
     /// a debugging hook (e.g. to inject a fault and check that replay notices).
-    pub at: Option<(u64, Box<dyn FnMut(&mut Machine)>)>,
+    pub at: Option<(u64, MachineHook)>,
 }
 
 fn show(b: &[u8]) -> String {
@@ -155,11 +160,11 @@ impl<R: Read> Replayer<R> {
                     "the log has a record for instruction {at}, already passed"
                 )));
             }
-            if let Some(u) = until {
-                if at > u {
-                    self.run_to(u)?;
-                    return Ok(ReplayEnd::Until { icount: u });
-                }
+            if let Some(u) = until
+                && at > u
+            {
+                self.run_to(u)?;
+                return Ok(ReplayEnd::Until { icount: u });
             }
             self.run_to(at)?;
             match record {
