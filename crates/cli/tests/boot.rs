@@ -3,42 +3,17 @@
 //! The default guest is fetched once (cached under the user's cache directory). Runs use the
 //! virtual clock so that they are deterministic and need no input.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+mod common;
 
-const MARKER: &str = "FTVM-GUEST-READY";
+use common::{MARKER, ftvm, guest_ready, text, tmp};
+
+use std::process::Output;
+
 const POWEROFF: &str = "console=ttyS0 earlycon=sbi ftvm.init=poweroff";
-
-fn ftvm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ftvm"));
-    c.stdin(Stdio::null());
-    c
-}
-
-/// Fetches the default guest once for the whole test binary.
-fn guest_ready() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let out = ftvm()
-            .args(["image", "fetch"])
-            .output()
-            .expect("run ftvm image fetch");
-        assert!(
-            out.status.success(),
-            "ftvm image fetch failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
 
 fn run(args: &[&str]) -> Output {
     guest_ready();
     ftvm().arg("run").args(args).output().expect("run ftvm")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The `icount N state-hash H` line of a `--print-hash` run.
@@ -48,10 +23,6 @@ fn hash_line(out: &Output) -> String {
         .find(|l| l.starts_with("icount "))
         .unwrap_or_else(|| panic!("no hash line in:\n{err}"))
         .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
 #[test]

@@ -1,41 +1,12 @@
 //! End-to-end record and replay with the real binary and Debian's kernel: every output and
 //! checkpoint reproduced, console input replayed, damaged logs and injected faults reported.
 
+mod common;
+
+use common::{MARKER, ftvm, guest_ready, text, tmp};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-
-const MARKER: &str = "FTVM-GUEST-READY";
-
-fn ftvm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ftvm"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn guest_ready() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let out = ftvm()
-            .args(["image", "fetch"])
-            .output()
-            .expect("run ftvm image fetch");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
-fn tmp(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use std::path::Path;
+use std::process::{Output, Stdio};
 
 fn replay(log: &Path, extra: &[&str]) -> Output {
     ftvm()
