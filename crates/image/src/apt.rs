@@ -1,71 +1,34 @@
 //! Debian's riscv64 packages through a private apt root: the host's own mirror, none of the
-//! host's apt state touched, and no root needed.
+//! host's apt state touched (its own lists, status and archives dir, so a host `apt-get clean`
+//! cannot remove our .debs), and no root needed.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::ImageError;
+use crate::manifest::sha256_file;
 
-/// Suites tried in order: `stable` moves at point releases but is what worked; the others are
-/// fallbacks for a mirror whose `stable` index is broken.
+/// Suites tried in order. `stable` is what worked; the codename failed with index size
+/// mismatches on this project's mirror, and `sid`'s Release file is often expired.
 const SUITES: &[&str] = &["stable", "trixie", "sid"];
-const RETRIES: u32 = 3;
-
-/// The first Debian archive URI in the host's apt sources (deb822 `.sources` files or the
-/// one-line `sources.list`), skipping security archives.
-pub fn host_mirror() -> Result<String, ImageError> {
-    let mut texts = vec![];
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for f in files {
-            if let Ok(t) = std::fs::read_to_string(&f) {
-                texts.push((f.extension().is_some_and(|e| e == "sources"), t));
-            }
-        }
-    }
-    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
-        texts.push((false, t));
-    }
-    texts
-        .iter()
-        .find_map(|(deb822, t)| if *deb822 { mirror_from_deb822(t) } else { mirror_from_list(t) })
-        .ok_or_else(|| ImageError::Mirror("no Debian archive URI found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list".into()))
-}
-
-fn usable(uri: &str) -> bool {
-    (uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:"))
-        && !uri.contains("security")
-}
-
-pub fn mirror_from_deb822(text: &str) -> Option<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("URIs:"))
-        .flat_map(str::split_whitespace)
-        .find(|u| usable(u))
-        .map(|u| u.trim_end_matches('/').to_string())
-}
-
-pub fn mirror_from_list(text: &str) -> Option<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("deb "))
-        .find_map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .filter(|w| !w.starts_with('['))
-                .find(|w| usable(w))
-                .map(|u| u.trim_end_matches('/').to_string())
-        })
-}
+/// Attempts per network step; the wait doubles from `BACKOFF` after each failure.
+const ATTEMPTS: u32 = 3;
+const BACKOFF: Duration = Duration::from_secs(1);
 
 /// A private apt configuration rooted in the cache.
 pub struct AptRoot {
     root: PathBuf,
-    pub archives: PathBuf,
+    archives: PathBuf,
+}
+
+/// One package as `apt-get download --print-uris` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DebInfo {
+    pub file_name: String,
+    /// Lowercase hex, from the signed index.
+    pub sha256: String,
 }
 
 impl AptRoot {
@@ -84,6 +47,8 @@ impl AptRoot {
             std::fs::write(&status, "").map_err(|e| ImageError::io(&status, e))?;
         }
         let r = root.display();
+        // APT::Sandbox::User root: apt otherwise drops to `_apt`, which cannot write into a
+        // cache under root's home.
         let conf = format!(
             "Dir \"{r}/\"; Dir::State::status \"{r}/var/lib/dpkg/status\"; \
              Dir::Etc::Parts \"{r}/etc/apt/apt.conf.d\"; Dir::Cache::Archives \"{r}/archives\";\n\
@@ -98,116 +63,181 @@ impl AptRoot {
         })
     }
 
-    fn apt(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("APT_CONFIG", self.root.join("apt.conf"));
-        c
+    pub fn archives(&self) -> &Path {
+        &self.archives
     }
 
-    /// Points the root at `suite` on `mirror` and updates the index; tries the suites in turn.
+    pub fn update_log(&self) -> PathBuf {
+        self.root.join("update.log")
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<Output, ImageError> {
+        self.run_in(&self.archives, program, args)
+    }
+
+    fn run_in(&self, dir: &Path, program: &str, args: &[&str]) -> Result<Output, ImageError> {
+        Command::new(program)
+            .env("APT_CONFIG", self.root.join("apt.conf"))
+            .env("LC_ALL", "C")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| ImageError::Tool(program.into(), e.to_string()))
+    }
+
+    /// Points the root at `mirror`, trying the suites in turn (each `ATTEMPTS` times), and
+    /// returns the suite whose index updated cleanly.
     pub fn update(&self, mirror: &str) -> Result<String, ImageError> {
+        let log_path = self.update_log();
+        let mut log = std::fs::File::create(&log_path).map_err(|e| ImageError::io(&log_path, e))?;
         let mut failures = vec![];
         for suite in SUITES {
-            let opts = if *suite == "sid" {
+            let extra = if *suite == "sid" {
                 " check-valid-until=no"
             } else {
                 ""
             };
             let line = format!(
-                "deb [arch=riscv64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg{opts}] {mirror} {suite} main\n"
+                "deb [arch=riscv64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg{extra}] {mirror} {suite} main\n"
             );
             let list = self.root.join("etc/apt/sources.list");
-            std::fs::write(&list, line).map_err(|e| ImageError::io(&list, e))?;
-            for attempt in 0..RETRIES {
-                let out = self
-                    .apt("apt-get")
-                    .args(["-q", "update"])
-                    .output()
-                    .map_err(|e| ImageError::Tool("apt-get".into(), e.to_string()))?;
-                let text = String::from_utf8_lossy(&out.stdout).to_string()
+            std::fs::write(&list, &line).map_err(|e| ImageError::io(&list, e))?;
+            for attempt in 1..=ATTEMPTS {
+                let out = self.run("apt-get", &["-q", "update"])?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
                     + &String::from_utf8_lossy(&out.stderr);
-                let _ = std::fs::write(self.root.join("update.log"), &text);
-                let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E:")).collect();
-                if out.status.success() && errors.is_empty() {
+                let _ = writeln!(log, "### {}attempt {attempt}\n{text}", line.trim_end());
+                // apt-get update exits 0 on some failed fetches (only a `W:` line), which
+                // leaves a stale or missing index behind: treat those as failures too.
+                let problems = problem_lines(&text);
+                if out.status.success() && problems.is_empty() {
                     return Ok(suite.to_string());
                 }
                 failures.push(format!(
-                    "{suite} (attempt {}): {}",
-                    attempt + 1,
-                    errors.join(" | ")
+                    "suite {suite}, attempt {attempt}: {}",
+                    if problems.is_empty() {
+                        format!("exit status {}", out.status)
+                    } else {
+                        problems.join(" | ")
+                    }
                 ));
-                std::thread::sleep(Duration::from_millis(500 << attempt));
+                if attempt < ATTEMPTS {
+                    std::thread::sleep(BACKOFF * (1 << (attempt - 1)));
+                }
             }
         }
         Err(ImageError::Apt(format!(
-            "apt-get update failed for mirror {mirror}: {}",
-            failures.join("; ")
+            "apt-get update failed for every suite with the mirror line `deb {mirror} <suite> main` \
+             (full log: {}):\n  {}",
+            log_path.display(),
+            failures.join("\n  ")
         )))
     }
 
-    /// The versioned kernel package `linux-image-riscv64` points at.
+    /// The versioned kernel package `linux-image-riscv64` depends on in the current index.
     pub fn kernel_package(&self) -> Result<String, ImageError> {
-        let out = self
-            .apt("apt-cache")
-            .args(["depends", "linux-image-riscv64"])
-            .output()
-            .map_err(|e| ImageError::Tool("apt-cache".into(), e.to_string()))?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Depends: "))
-            .find(|p| p.starts_with("linux-image-") && !p.contains('<'))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ImageError::Apt(format!(
-                    "cannot resolve linux-image-riscv64: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            })
+        let out = self.run("apt-cache", &["depends", "linux-image-riscv64"])?;
+        parse_kernel_depends(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+            ImageError::Apt(format!(
+                "cannot resolve the kernel package through `apt-cache depends linux-image-riscv64`: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })
     }
 
-    /// Downloads packages into the private archives directory; returns their .deb paths.
-    pub fn download(&self, packages: &[&str]) -> Result<Vec<PathBuf>, ImageError> {
-        let mut last = String::new();
-        for attempt in 0..RETRIES {
-            let out = self
-                .apt("apt-get")
-                .args(["-q", "download"])
-                .args(packages)
-                .current_dir(&self.archives)
-                .output()
-                .map_err(|e| ImageError::Tool("apt-get".into(), e.to_string()))?;
-            if out.status.success() {
-                return packages.iter().map(|p| self.deb_path(p)).collect();
-            }
-            last = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .filter(|l| l.starts_with("E:"))
-                .collect::<Vec<_>>()
-                .join(" | ");
-            std::thread::sleep(Duration::from_millis(500 << attempt));
+    /// File name and checksum of each package, from the index (no network).
+    pub fn describe(&self, packages: &[&str]) -> Result<Vec<DebInfo>, ImageError> {
+        let mut args = vec!["-q", "download", "--print-uris"];
+        args.extend_from_slice(packages);
+        // Not from the archives dir: `apt-get download --print-uris` silently omits packages
+        // whose .deb is already in the working directory (a `--force` refetch).
+        let out = self.run_in(&self.root, "apt-get", &args)?;
+        if !out.status.success() {
+            return Err(ImageError::Apt(format!(
+                "package(s) not found in the index: {}",
+                problem_lines(&String::from_utf8_lossy(&out.stderr)).join(" | ")
+            )));
         }
+        let infos = parse_print_uris(&String::from_utf8_lossy(&out.stdout));
+        if infos.len() != packages.len() {
+            return Err(ImageError::Apt(format!(
+                "apt describes {} of the packages {packages:?}",
+                infos.len()
+            )));
+        }
+        Ok(infos)
+    }
+
+    /// Downloads what is not already in the private archives dir with the right checksum;
+    /// returns the .deb paths, all verified against the index's sha256.
+    pub fn download(&self, packages: &[&str]) -> Result<Vec<PathBuf>, ImageError> {
+        let infos = self.describe(packages)?;
+        let good = |info: &DebInfo| {
+            sha256_file(&self.archives.join(&info.file_name)).is_ok_and(|s| s == info.sha256)
+        };
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let missing: Vec<&str> = packages
+                .iter()
+                .zip(&infos)
+                .filter(|(_, info)| !good(info))
+                .map(|(p, _)| *p)
+                .collect();
+            if missing.is_empty() {
+                return Ok(infos
+                    .iter()
+                    .map(|i| self.archives.join(&i.file_name))
+                    .collect());
+            }
+            let mut args = vec!["-q", "download"];
+            args.extend_from_slice(&missing);
+            let out = self.run("apt-get", &args)?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            last = format!(
+                "apt-get download {} (attempt {attempt}): {}",
+                missing.join(" "),
+                problem_lines(&text).join(" | ")
+            );
+            if !out.status.success() && attempt < ATTEMPTS {
+                std::thread::sleep(BACKOFF * (1 << (attempt - 1)));
+            }
+        }
+        let bad: Vec<&str> = infos
+            .iter()
+            .filter(|i| !good(i))
+            .map(|i| i.file_name.as_str())
+            .collect();
         Err(ImageError::Apt(format!(
-            "apt-get download {} failed: {last}",
-            packages.join(" ")
+            "could not download {} with the checksum the index gives: {last}",
+            bad.join(", ")
         )))
     }
+}
 
-    fn deb_path(&self, package: &str) -> Result<PathBuf, ImageError> {
-        let prefix = format!("{package}_");
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.archives)
-            .map_err(|e| ImageError::io(&self.archives, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
-            .collect();
-        found.sort();
-        found
-            .pop()
-            .ok_or_else(|| ImageError::Apt(format!("package {package} was not downloaded")))
-    }
+fn problem_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect()
+}
+
+fn parse_kernel_depends(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-") && !p.contains('<'))
+        .map(str::to_string)
+}
+
+/// Lines like `'URI' file_name size SHA256:hex`.
+fn parse_print_uris(text: &str) -> Vec<DebInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            let file_name = w.next()?.to_string();
+            let sha256 = w.nth(1)?.strip_prefix("SHA256:")?.to_ascii_lowercase();
+            Some(DebInfo { file_name, sha256 })
+        })
+        .collect()
 }
 
 /// Unpacks a .deb into `dir` with dpkg-deb.
@@ -236,29 +266,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deb822_sources() {
-        let t = "# comment\nTypes: deb\n# URIs: http://ignored.example/\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n\n\
-                 Types: deb\nURIs: http://mirror.invalid/debian-security\n";
+    fn kernel_package_from_apt_cache_depends() {
+        let t = "linux-image-riscv64\n  Depends: <linux-image-virtual>\n  \
+                 Depends: linux-image-6.12.107+deb13-riscv64\n  Recommends: irqbalance\n";
         assert_eq!(
-            mirror_from_deb822(t).as_deref(),
-            Some("http://mirror.invalid/debian")
+            parse_kernel_depends(t).as_deref(),
+            Some("linux-image-6.12.107+deb13-riscv64")
         );
+        assert_eq!(parse_kernel_depends("N: Unable to locate package\n"), None);
+    }
+
+    #[test]
+    fn print_uris_lines() {
+        let t = "'http://mirror.invalid/debian/pool/main/o/opensbi/opensbi_1.6-1_all.deb' \
+                 opensbi_1.6-1_all.deb 204072 SHA256:DC4A43bd\n";
         assert_eq!(
-            mirror_from_deb822("URIs: http://mirror.invalid/debian-security\n"),
-            None
+            parse_print_uris(t),
+            vec![DebInfo {
+                file_name: "opensbi_1.6-1_all.deb".into(),
+                sha256: "dc4a43bd".into()
+            }]
         );
     }
 
     #[test]
-    fn one_line_sources() {
-        let t = "# deb http://old.invalid/ x main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.invalid/debian/ bookworm main\n";
-        assert_eq!(
-            mirror_from_list(t).as_deref(),
-            Some("http://mirror.invalid/debian")
-        );
-        assert_eq!(
-            mirror_from_list("deb http://security.invalid/debian-security x main\n"),
-            None
-        );
+    fn warnings_count_as_update_problems() {
+        let t = "Get:1 x stable InRelease\nW: Failed to fetch x  File has unexpected size\n\
+                 E: Some index files failed to download.\nReading package lists...\n";
+        assert_eq!(problem_lines(t).len(), 2);
     }
 }

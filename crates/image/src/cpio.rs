@@ -4,12 +4,18 @@
 pub const DIR: u32 = 0o040000;
 pub const FILE: u32 = 0o100000;
 pub const SYMLINK: u32 = 0o120000;
+pub const CHAR_DEV: u32 = 0o020000;
 
 /// Builds a newc archive in memory, entry by entry.
-#[derive(Default)]
 pub struct CpioWriter {
     out: Vec<u8>,
     ino: u32,
+}
+
+impl Default for CpioWriter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CpioWriter {
@@ -21,6 +27,11 @@ impl CpioWriter {
     }
 
     fn header(&mut self, name: &str, mode: u32, size: usize) {
+        self.header_dev(name, mode, size, (0, 0));
+    }
+
+    /// `rdev`: the device number a character/block special file stands for.
+    fn header_dev(&mut self, name: &str, mode: u32, size: usize, rdev: (u32, u32)) {
         let nlink = if mode & 0o170000 == DIR { 2 } else { 1 };
         let fields = [
             self.ino,
@@ -29,11 +40,11 @@ impl CpioWriter {
             0,
             nlink,
             0,
-            size as u32,
+            u32::try_from(size).expect("newc entries are under 4 GiB"),
             0,
             0,
-            0,
-            0,
+            rdev.0,
+            rdev.1,
             name.len() as u32 + 1,
             0,
         ];
@@ -69,6 +80,12 @@ impl CpioWriter {
         self.pad();
     }
 
+    /// A character device node: the kernel opens `/dev/console` for init before any devtmpfs
+    /// is mounted, so the archive must carry it (writing it needs no privileges).
+    pub fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
+        self.header_dev(name, CHAR_DEV | perm, 0, (major, minor));
+    }
+
     /// Ends the archive with the trailer entry.
     pub fn finish(mut self) -> Vec<u8> {
         self.header("TRAILER!!!", 0, 0);
@@ -77,11 +94,13 @@ impl CpioWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Parses what the writer wrote: (name, mode, data) per entry.
-    fn parse(mut b: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+    pub(crate) type Entry = (String, u32, Vec<u8>, (u32, u32));
+
+    /// Parses what the writer wrote: (name, mode, data, rdev) per entry.
+    pub(crate) fn parse(mut b: &[u8]) -> Vec<Entry> {
         let mut out = vec![];
         let start = b.as_ptr() as usize;
         loop {
@@ -91,6 +110,7 @@ mod tests {
                     .unwrap()
             };
             let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
+            let rdev = (field(9), field(10));
             let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap();
             let mut off = 110 + namesize;
             off += (4 - (b.as_ptr() as usize + off - start) % 4) % 4;
@@ -102,7 +122,7 @@ mod tests {
                 assert!(b.is_empty());
                 return out;
             }
-            out.push((name, mode, data));
+            out.push((name, mode, data, rdev));
         }
     }
 
@@ -113,21 +133,33 @@ mod tests {
         w.file("bin/hello", 0o755, b"#!/bin/sh\necho hi\n");
         w.symlink("bin/sh", "busybox");
         w.file("empty", 0o644, b"");
+        w.char_dev("console", 0o600, 5, 1);
         let entries = parse(&w.finish());
-        assert_eq!(entries.len(), 4);
+        assert_eq!(entries.len(), 5);
         assert_eq!(
             entries[1],
             (
                 "bin/hello".into(),
                 FILE | 0o755,
-                b"#!/bin/sh\necho hi\n".to_vec()
+                b"#!/bin/sh\necho hi\n".to_vec(),
+                (0, 0)
             )
         );
         assert_eq!(
             entries[2],
-            ("bin/sh".into(), SYMLINK | 0o777, b"busybox".to_vec())
+            (
+                "bin/sh".into(),
+                SYMLINK | 0o777,
+                b"busybox".to_vec(),
+                (0, 0)
+            )
         );
         assert_eq!(entries[0].1, DIR | 0o755);
+        assert_eq!(entries[3].2, b"");
+        assert_eq!(
+            entries[4],
+            ("console".into(), CHAR_DEV | 0o600, vec![], (5, 1))
+        );
     }
 
     #[test]
@@ -135,20 +167,23 @@ mod tests {
         let mut w = CpioWriter::new();
         w.dir("d");
         w.file("d/f", 0o644, b"abc");
+        w.symlink("d/l", "f");
+        w.char_dev("d/console", 0o600, 5, 1);
         let bytes = w.finish();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.cpio");
         std::fs::write(&path, bytes).unwrap();
         let out = std::process::Command::new("cpio")
-            .arg("-t")
+            .args(["-t", "-v"])
             .stdin(std::fs::File::open(&path).unwrap())
             .output()
             .expect("cpio(1) runs (scripts/test.sh installs it)");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .collect::<Vec<_>>(),
-            vec!["d", "d/f"]
-        );
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = listing.lines().collect();
+        assert_eq!(lines.len(), 4, "{listing}");
+        assert!(lines[0].starts_with("drwxr-xr-x") && lines[0].ends_with(" d"));
+        assert!(lines[1].starts_with("-rw-r--r--") && lines[1].contains(" 3 "));
+        assert!(lines[2].starts_with("lrwxrwxrwx") && lines[2].ends_with("d/l -> f"));
+        assert!(lines[3].starts_with("crw-------") && lines[3].contains("5,"));
     }
 }

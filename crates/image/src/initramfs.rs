@@ -29,7 +29,7 @@ fn init_script(modules: &[&str]) -> String {
         .iter()
         .map(|m| {
             format!(
-                "insmod /lib/modules/{m}.ko 2>/dev/null || echo \"init: module {m} not loaded\"\n"
+                "insmod /lib/modules/{m}.ko 2>/dev/null || echo \"init: {m} not loaded (built in or already loaded?)\"\n"
             )
         })
         .collect();
@@ -73,6 +73,7 @@ pub fn build_initramfs(busybox: &[u8], modules_dir: &Path) -> Result<Vec<u8>, Im
     ] {
         w.dir(d);
     }
+    w.char_dev("dev/console", 0o600, 5, 1);
     w.file("bin/busybox", 0o755, busybox);
     w.symlink("bin/sh", "busybox");
     let mut present = vec![];
@@ -105,6 +106,49 @@ pub fn build_initramfs(busybox: &[u8], modules_dir: &Path) -> Result<Vec<u8>, Im
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_archive_holds_busybox_the_modules_present_and_init() {
+        let modules = tempfile::tempdir().unwrap();
+        let ko = b"\x7fELF a module".repeat(100);
+        for rel in ["drivers/virtio/virtio_mmio", "fs/ext4/ext4"] {
+            let path = modules.path().join(format!("{rel}.ko.xz"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut xz = Vec::new();
+            lzma_rs::xz_compress(&mut &ko[..], &mut xz).unwrap();
+            std::fs::write(path, xz).unwrap();
+        }
+        let gz = build_initramfs(b"busybox binary", modules.path()).unwrap();
+        assert_eq!(&gz[..2], b"\x1f\x8b");
+        let mut cpio = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut cpio).unwrap();
+        let entries = crate::cpio::tests::parse(&cpio);
+        let get = |n: &str| entries.iter().find(|e| e.0 == n);
+        assert_eq!(get("bin/busybox").unwrap().2, b"busybox binary");
+        assert_eq!(get("bin/sh").unwrap().2, b"busybox");
+        assert_eq!(get("dev/console").unwrap().3, (5, 1));
+        for d in ["dev", "proc", "sys", "tmp", "root"] {
+            assert_eq!(get(d).unwrap().1 & 0o170000, crate::cpio::DIR, "{d}");
+        }
+        assert_eq!(get("lib/modules/virtio_mmio.ko").unwrap().2, ko);
+        assert_eq!(get("lib/modules/ext4.ko").unwrap().2, ko);
+        assert!(get("lib/modules/virtio_blk.ko").is_none());
+        let init = String::from_utf8(get("init").unwrap().2.clone()).unwrap();
+        assert_eq!(get("init").unwrap().1 & 0o777, 0o755);
+        // Only the modules that exist are loaded, in dependency order.
+        assert!(init.find("ext4.ko").unwrap() < init.find("virtio_mmio.ko").unwrap());
+        assert!(!init.contains("virtio_blk"));
+    }
+
+    #[test]
+    fn without_virtio_mmio_the_build_fails_clearly() {
+        let modules = tempfile::tempdir().unwrap();
+        let err = build_initramfs(b"bb", modules.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("kernel modules not found"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn init_loads_modules_in_order_and_prints_the_marker() {

@@ -7,23 +7,27 @@
 //! Invariants: no host name is written anywhere (the mirror is read from the host's apt
 //! sources); cached files are checked against the sha256 in the manifest on every use; nothing
 //! is published to the cache until complete (temp file, then rename); concurrent ftvm processes
-//! serialise on a lock file.
+//! serialise on a lock file; the .debs are kept (with their sha256) so a damaged guest is
+//! rebuilt without the network, the unpacked package trees never are; the initramfs build is
+//! deterministic (same packages, same bytes).
 
 mod apt;
 mod cpio;
+mod guest;
 mod initramfs;
+mod manifest;
 mod progress;
+mod sources;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use apt::{host_mirror, mirror_from_deb822, mirror_from_list};
 pub use cpio::CpioWriter;
+pub use guest::ensure_default_guest;
 pub use initramfs::{MODULES, build_initramfs};
+pub use sources::{host_mirror, mirror_from_deb822, mirror_from_list};
 
 /// What /init prints once the guest's userland is up: tests and benchmarks wait for it.
 pub const BOOT_MARKER: &str = "FTVM-GUEST-READY";
@@ -78,176 +82,21 @@ pub struct FetchOptions {
 
 /// `$FTVM_CACHE_DIR`, else `$XDG_CACHE_HOME/ftvm`, else `~/.cache/ftvm`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FTVM_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("ftvm");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".cache/ftvm")
+    cache_dir_from(|k| std::env::var_os(k))
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Manifest {
-    kernel_version: String,
-    suite: String,
-    /// File name -> sha256 (hex).
-    files: BTreeMap<String, String>,
-}
-
-const FILES: [&str; 3] = ["Image", "initrd.cpio.gz", "fw_dynamic.bin"];
-
-fn sha256_file(path: &Path) -> Result<String, ImageError> {
-    let bytes = std::fs::read(path).map_err(|e| ImageError::io(path, e))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| ImageError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ImageError::io(path, e))
-}
-
-/// The cached guest if it is complete and every file matches the manifest.
-fn cached(guest_root: &Path) -> Result<Option<GuestFiles>, String> {
-    let current = guest_root.join("current");
-    let Ok(version) = std::fs::read_to_string(&current) else {
-        return Ok(None);
-    };
-    let dir = guest_root.join(version.trim());
-    let manifest: Manifest = match std::fs::read(dir.join("manifest.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-    {
-        Some(m) => m,
-        None => return Err(format!("{} has no readable manifest", dir.display())),
-    };
-    for name in FILES {
-        let path = dir.join(name);
-        match (sha256_file(&path), manifest.files.get(name)) {
-            (Ok(sum), Some(want)) if &sum == want => {}
-            _ => {
-                return Err(format!(
-                    "{} is missing or does not match its checksum",
-                    path.display()
-                ));
-            }
-        }
+fn cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    // Empty values count as unset, as the XDG spec says.
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = var("FTVM_CACHE_DIR") {
+        return d;
     }
-    Ok(Some(GuestFiles {
-        kernel: dir.join("Image"),
-        initrd: dir.join("initrd.cpio.gz"),
-        firmware: dir.join("fw_dynamic.bin"),
-        kernel_version: manifest.kernel_version,
-    }))
-}
-
-/// Fetches what is missing, verifies what is cached, and returns the default guest.
-pub fn ensure_default_guest(opts: &FetchOptions) -> Result<GuestFiles, ImageError> {
-    let guest_root = opts.cache_dir.join("guest");
-    std::fs::create_dir_all(&guest_root).map_err(|e| ImageError::io(&guest_root, e))?;
-    // One fetch at a time per cache, across processes.
-    let lock_path = opts.cache_dir.join("lock");
-    let lock_file = std::fs::File::create(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| ImageError::io(&lock_path, e.into()))?;
-
-    let mut p = progress::Progress::new(opts.progress);
-    if !opts.force {
-        match cached(&guest_root) {
-            Ok(Some(files)) => return Ok(files),
-            Ok(None) => p.note("ftvm: preparing the default guest (first run: Debian riscv64 kernel, busybox, OpenSBI)"),
-            Err(why) => p.note(&format!("ftvm: the cached guest is damaged ({why}); fetching it again")),
-        }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return d.join("ftvm");
     }
-
-    let mirror = host_mirror()?;
-    let apt = apt::AptRoot::new(&opts.cache_dir.join("apt-riscv64"))?;
-    let suite = p.step("updating the riscv64 package index", || apt.update(&mirror))?;
-    let kernel_pkg = apt.kernel_package()?;
-    let version = kernel_pkg.trim_start_matches("linux-image-").to_string();
-    let debs = p.step(
-        &format!("downloading {kernel_pkg}, busybox-static, opensbi"),
-        || apt.download(&[&kernel_pkg, "busybox-static", "opensbi"]),
-    )?;
-
-    let work = opts.cache_dir.join("unpack");
-    let _ = std::fs::remove_dir_all(&work);
-    p.step("unpacking", || {
-        debs.iter().try_for_each(|d| apt::extract(d, &work))
-    })?;
-
-    let dir = guest_root.join(&version);
-    std::fs::create_dir_all(&dir).map_err(|e| ImageError::io(&dir, e))?;
-    let find = |candidates: &[&str]| -> Result<PathBuf, ImageError> {
-        candidates
-            .iter()
-            .map(|c| work.join(c))
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                ImageError::Build(format!("none of {candidates:?} in the unpacked packages"))
-            })
-    };
-    let kernel = find(&[
-        &format!("boot/vmlinux-{version}"),
-        &format!("boot/vmlinuz-{version}"),
-    ])?;
-    let firmware = find(&[
-        "usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
-        "usr/share/opensbi/lp64/generic/firmware/fw_dynamic.bin",
-    ])?;
-    let busybox = find(&["usr/bin/busybox", "bin/busybox"])?;
-    let modules = find(&[
-        &format!("usr/lib/modules/{version}/kernel"),
-        &format!("lib/modules/{version}/kernel"),
-    ])?;
-
-    let initrd = p.step("building the initramfs", || {
-        let bb = std::fs::read(&busybox).map_err(|e| ImageError::io(&busybox, e))?;
-        build_initramfs(&bb, &modules)
-    })?;
-    let mut files = BTreeMap::new();
-    for (name, bytes) in [
-        (
-            "Image",
-            std::fs::read(&kernel).map_err(|e| ImageError::io(&kernel, e))?,
-        ),
-        (
-            "fw_dynamic.bin",
-            std::fs::read(&firmware).map_err(|e| ImageError::io(&firmware, e))?,
-        ),
-        ("initrd.cpio.gz", initrd),
-    ] {
-        write_atomic(&dir.join(name), &bytes)?;
-        files.insert(
-            name.to_string(),
-            Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        );
-    }
-    let manifest = Manifest {
-        kernel_version: version.clone(),
-        suite,
-        files,
-    };
-    write_atomic(
-        &dir.join("manifest.json"),
-        &serde_json::to_vec_pretty(&manifest).expect("serialisable"),
-    )?;
-    write_atomic(&guest_root.join("current"), version.as_bytes())?;
-    let _ = std::fs::remove_dir_all(&work);
-    p.note(&format!("ftvm: guest ready in {}", dir.display()));
-    cached(&guest_root)
-        .map_err(ImageError::Build)?
-        .ok_or_else(|| ImageError::Build("the guest just built is not in the cache".into()))
+    var("HOME")
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join(".cache/ftvm")
 }
 
 #[cfg(test)]
@@ -255,24 +104,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_damaged_cached_file_is_detected() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("v1");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut files = BTreeMap::new();
-        for name in FILES {
-            std::fs::write(dir.join(name), name).unwrap();
-            files.insert(name.to_string(), sha256_file(&dir.join(name)).unwrap());
-        }
-        let m = Manifest {
-            kernel_version: "v1".into(),
-            suite: "stable".into(),
-            files,
+    fn cache_dir_precedence() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
         };
-        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-        std::fs::write(root.path().join("current"), "v1").unwrap();
-        assert!(cached(root.path()).unwrap().is_some());
-        std::fs::write(dir.join("Image"), "changed").unwrap();
-        assert!(cached(root.path()).is_err());
+        let all = &[
+            ("FTVM_CACHE_DIR", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(cache_dir_from(env(all)), PathBuf::from("/c"));
+        let xdg = &[
+            ("FTVM_CACHE_DIR", ""),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(cache_dir_from(env(xdg)), PathBuf::from("/x/ftvm"));
+        let home = &[("XDG_CACHE_HOME", ""), ("HOME", "/h")];
+        assert_eq!(cache_dir_from(env(home)), PathBuf::from("/h/.cache/ftvm"));
     }
 }
