@@ -9,8 +9,6 @@
 //! every mapping of its page. A store to a page holding decoded code drops that page's blocks
 //! (the RAM reports it), which keeps self-modifying code and module loading correct.
 
-use std::rc::Rc;
-
 use crate::hart::{Hart, Trap};
 use crate::{Bus, Ram};
 
@@ -21,6 +19,11 @@ const CACHE_SIZE: usize = 1 << CACHE_BITS;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Kind {
+    /// An instruction with no architectural effect (an ALU op writing x0).
+    Nop,
+    /// `jal x0` and `jalr x0`: jumps that link nothing.
+    J,
+    Jr,
     Lui,
     Auipc,
     Jal,
@@ -96,6 +99,9 @@ pub(crate) struct Op {
     pub insn: u32,
     /// The original bits (16-bit for compressed) for illegal-instruction reports.
     pub raw: u32,
+    /// The op may set a run-loop event (MMIO, a store to code, anything the general executor
+    /// runs): the block loop checks for one after it, and after no other op.
+    pub may_event: bool,
 }
 
 impl Op {
@@ -104,6 +110,8 @@ impl Op {
         match self.kind {
             Kind::Jal
             | Kind::Jalr
+            | Kind::J
+            | Kind::Jr
             | Kind::Beq
             | Kind::Bne
             | Kind::Blt
@@ -229,33 +237,59 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
         },
         _ => (Other, 0),
     };
+    let rd = ((insn >> 7) & 31) as u8;
+    // With x0 as destination the specialised kinds drop the write entirely, so the executor
+    // writes registers without testing rd. Loads to x0 still access memory (they may fault or
+    // touch a device): the general executor runs those.
+    let kind = match kind {
+        _ if rd != 0 => kind,
+        Jal => J,
+        Jalr => Jr,
+        Beq | Bne | Blt | Bge | Bltu | Bgeu | Sb | Sh | Sw | Sd | Other => kind,
+        Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu => Other,
+        _ => Nop,
+    };
     Op {
         kind,
-        rd: ((insn >> 7) & 31) as u8,
+        rd,
         rs1: ((insn >> 15) & 31) as u8,
         rs2: ((insn >> 20) & 31) as u8,
         len,
         imm,
         insn,
         raw,
+        may_event: matches!(
+            kind,
+            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | Other
+        ),
     }
 }
 
 pub(crate) struct Block {
-    /// RAM offset of the first instruction.
+    /// RAM offset of the first instruction; `EMPTY` for a free slot.
     pub start: usize,
     pub ops: Vec<Op>,
 }
 
-/// Decoded blocks by RAM offset, direct-mapped.
+const EMPTY: usize = usize::MAX;
+
+/// Decoded blocks by RAM offset, direct-mapped. Blocks live in the slots themselves (no
+/// reference counting, one pointer less to chase per block); the run loop takes the cache out
+/// of the hart while it executes, which is what lets a block be borrowed during execution.
+#[derive(Default)]
 pub(crate) struct BlockCache {
-    slots: Vec<Option<Rc<Block>>>,
+    slots: Vec<Block>,
 }
 
 impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
-            slots: vec![None; CACHE_SIZE],
+            slots: (0..CACHE_SIZE)
+                .map(|_| Block {
+                    start: EMPTY,
+                    ops: Vec::new(),
+                })
+                .collect(),
         }
     }
 
@@ -265,41 +299,38 @@ impl BlockCache {
     }
 
     #[inline(always)]
-    pub fn get(&self, off: usize) -> Option<&Rc<Block>> {
-        match &self.slots[Self::slot(off)] {
-            Some(b) if b.start == off => Some(b),
-            _ => None,
-        }
+    pub fn get(&self, off: usize) -> Option<&Block> {
+        let b = &self.slots[Self::slot(off)];
+        (b.start == off).then_some(b)
     }
 
-    pub fn insert(&mut self, block: Block) -> Rc<Block> {
-        let rc = Rc::new(block);
-        self.slots[Self::slot(rc.start)] = Some(rc.clone());
-        rc
+    pub fn insert(&mut self, start: usize, ops: Vec<Op>) {
+        self.slots[Self::slot(start)] = Block { start, ops };
     }
 
     /// Drops every block starting in page `page` (by RAM offset / 4096).
     pub fn invalidate_page(&mut self, page: usize) {
         let first = page << 12;
         for off in (first..first + 4096).step_by(2) {
-            let s = Self::slot(off);
-            if self.slots[s]
-                .as_ref()
-                .is_some_and(|b| b.start >> 12 == page)
-            {
-                self.slots[s] = None;
+            let b = &mut self.slots[Self::slot(off)];
+            if b.start != EMPTY && b.start >> 12 == page {
+                b.start = EMPTY;
+                b.ops = Vec::new();
             }
         }
     }
 
     pub fn flush(&mut self) {
-        self.slots.iter_mut().for_each(|s| *s = None);
+        for b in &mut self.slots {
+            b.start = EMPTY;
+            b.ops = Vec::new();
+        }
     }
 }
 
 impl Hart {
-    /// Decodes the block starting at RAM offset `off` (the instruction at the current pc).
-    pub(crate) fn decode_block(&mut self, ram: &mut Ram, off: usize) -> Rc<Block> {
+    /// Decodes the block starting at RAM offset `off` into `cache`.
+    pub(crate) fn decode_block(cache: &mut BlockCache, ram: &mut Ram, off: usize) {
         let table = crate::compressed::table();
         let mut ops = Vec::new();
         let mut at = off;
@@ -323,15 +354,20 @@ impl Hart {
             }
         }
         ram.mark_code(off >> 12);
-        self.blocks.insert(Block { start: off, ops })
+        cache.insert(off, ops);
     }
 
-    /// Executes one op at `pc`; returns the next pc.
+    /// Executes one op at `pc`, the block's instruction number `icount`; returns the next pc.
+    ///
+    /// `self.s.pc` and `self.s.icount` are stale inside a block (the block loop keeps them in
+    /// registers): the paths that can observe them (a trap, a device access reading the timer,
+    /// the general executor) bring them up to date first.
     #[inline(always)]
     pub(crate) fn exec_op<B: Bus>(
         &mut self,
         op: &Op,
         pc: u64,
+        icount: u64,
         ram: &mut Ram,
         bus: &mut B,
     ) -> Result<u64, Trap> {
@@ -342,6 +378,9 @@ impl Hart {
         let b = self.s.x[(op.rs2 & 31) as usize];
         let imm = op.imm as u64;
         let v = match op.kind {
+            Nop => return Ok(next),
+            J => return Ok(pc.wrapping_add(imm)),
+            Jr => return Ok(a.wrapping_add(imm) & !1),
             Lui => imm,
             Auipc => pc.wrapping_add(imm),
             Jal => {
@@ -353,47 +392,52 @@ impl Hart {
                 self.set_reg(op.rd, next);
                 return Ok(target);
             }
-            Beq | Bne | Blt | Bge | Bltu | Bgeu => {
-                let taken = match op.kind {
-                    Beq => a == b,
-                    Bne => a != b,
-                    Blt => (a as i64) < (b as i64),
-                    Bge => (a as i64) >= (b as i64),
-                    Bltu => a < b,
-                    _ => a >= b,
-                };
-                return Ok(if taken { pc.wrapping_add(imm) } else { next });
+            Beq => return Ok(if a == b { pc.wrapping_add(imm) } else { next }),
+            Bne => return Ok(if a != b { pc.wrapping_add(imm) } else { next }),
+            Blt => {
+                return Ok(if (a as i64) < (b as i64) {
+                    pc.wrapping_add(imm)
+                } else {
+                    next
+                });
             }
-            Lb => self.load(ram, bus, a.wrapping_add(imm), 1)? as i8 as i64 as u64,
-            Lh => self.load(ram, bus, a.wrapping_add(imm), 2)? as i16 as i64 as u64,
-            Lw => self.load(ram, bus, a.wrapping_add(imm), 4)? as i32 as i64 as u64,
-            Ld => self.load(ram, bus, a.wrapping_add(imm), 8)?,
-            Lbu => self.load(ram, bus, a.wrapping_add(imm), 1)?,
-            Lhu => self.load(ram, bus, a.wrapping_add(imm), 2)?,
-            Lwu => self.load(ram, bus, a.wrapping_add(imm), 4)?,
-            Sb | Sh | Sw | Sd => {
-                let size = match op.kind {
-                    Sb => 1,
-                    Sh => 2,
-                    Sw => 4,
-                    _ => 8,
-                };
-                self.store(ram, bus, a.wrapping_add(imm), size, b)?;
-                return Ok(next);
+            Bge => {
+                return Ok(if (a as i64) >= (b as i64) {
+                    pc.wrapping_add(imm)
+                } else {
+                    next
+                });
             }
+            Bltu => return Ok(if a < b { pc.wrapping_add(imm) } else { next }),
+            Bgeu => return Ok(if a >= b { pc.wrapping_add(imm) } else { next }),
+            Lb => self.load_in_block(ram, bus, a.wrapping_add(imm), 1, icount)? as i8 as i64 as u64,
+            Lh => {
+                self.load_in_block(ram, bus, a.wrapping_add(imm), 2, icount)? as i16 as i64 as u64
+            }
+            Lw => {
+                self.load_in_block(ram, bus, a.wrapping_add(imm), 4, icount)? as i32 as i64 as u64
+            }
+            Ld => self.load_in_block(ram, bus, a.wrapping_add(imm), 8, icount)?,
+            Lbu => self.load_in_block(ram, bus, a.wrapping_add(imm), 1, icount)?,
+            Lhu => self.load_in_block(ram, bus, a.wrapping_add(imm), 2, icount)?,
+            Lwu => self.load_in_block(ram, bus, a.wrapping_add(imm), 4, icount)?,
+            Sb => return self.store_in_block(ram, bus, a.wrapping_add(imm), 1, b, icount, next),
+            Sh => return self.store_in_block(ram, bus, a.wrapping_add(imm), 2, b, icount, next),
+            Sw => return self.store_in_block(ram, bus, a.wrapping_add(imm), 4, b, icount, next),
+            Sd => return self.store_in_block(ram, bus, a.wrapping_add(imm), 8, b, icount, next),
             Addi => a.wrapping_add(imm),
             Slti => ((a as i64) < (imm as i64)) as u64,
             Sltiu => (a < imm) as u64,
             Xori => a ^ imm,
             Ori => a | imm,
             Andi => a & imm,
-            Slli => a << imm,
-            Srli => a >> imm,
-            Srai => ((a as i64) >> imm) as u64,
+            Slli => a << (imm & 63),
+            Srli => a >> (imm & 63),
+            Srai => ((a as i64) >> (imm & 63)) as u64,
             Addiw => (a.wrapping_add(imm) as i32) as i64 as u64,
-            Slliw => ((a as u32) << imm) as i32 as i64 as u64,
-            Srliw => ((a as u32) >> imm) as i32 as i64 as u64,
-            Sraiw => ((a as i32) >> imm) as i64 as u64,
+            Slliw => ((a as u32) << (imm & 31)) as i32 as i64 as u64,
+            Srliw => ((a as u32) >> (imm & 31)) as i32 as i64 as u64,
+            Sraiw => ((a as i32) >> (imm & 31)) as i64 as u64,
             Add => a.wrapping_add(b),
             Sub => a.wrapping_sub(b),
             Sll => a << (b & 63),
@@ -436,27 +480,82 @@ impl Hart {
             Sllw => ((a as u32) << (b & 31)) as i32 as i64 as u64,
             Srlw => ((a as u32) >> (b & 31)) as i32 as i64 as u64,
             Sraw => ((a as i32) >> (b & 31)) as i64 as u64,
-            Other => {
-                if op.insn == 0 {
-                    return Err(Trap::illegal(op.raw));
-                }
-                return self.execute(op.insn, op.len as u64, ram, bus).map_err(|t| {
-                    if t.cause == crate::hart::cause::ILLEGAL && op.len == 2 {
-                        Trap::illegal(op.raw)
-                    } else {
-                        t
-                    }
-                });
-            }
+            Other => return self.exec_other(op, pc, icount, ram, bus),
         };
         self.set_reg(op.rd, v);
         Ok(next)
     }
 
+    /// The general executor for an op the block path does not specialise.
+    #[inline(never)]
+    fn exec_other<B: Bus>(
+        &mut self,
+        op: &Op,
+        pc: u64,
+        icount: u64,
+        ram: &mut Ram,
+        bus: &mut B,
+    ) -> Result<u64, Trap> {
+        if op.insn == 0 {
+            return Err(Trap::illegal(op.raw));
+        }
+        self.s.pc = pc;
+        self.s.icount = icount;
+        self.execute(op.insn, op.len as u64, ram, bus).map_err(|t| {
+            if t.cause == crate::hart::cause::ILLEGAL && op.len == 2 {
+                Trap::illegal(op.raw)
+            } else {
+                t
+            }
+        })
+    }
+
+    /// A load inside a block: a TLB hit reads RAM directly; anything else (a miss, a device, a
+    /// fault) first makes the instruction count exact, since a device read samples the timer.
+    #[inline(always)]
+    fn load_in_block<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+        size: u8,
+        icount: u64,
+    ) -> Result<u64, Trap> {
+        if let Some(off) = self.tlb_hit(crate::mmu::Access::Load, vaddr, size) {
+            return Ok(ram.load_at(off, size));
+        }
+        self.s.icount = icount;
+        self.load(ram, bus, vaddr, size)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn store_in_block<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        vaddr: u64,
+        size: u8,
+        value: u64,
+        icount: u64,
+        next: u64,
+    ) -> Result<u64, Trap> {
+        if let Some(off) = self.tlb_hit(crate::mmu::Access::Store, vaddr, size) {
+            if ram.store_at(off, size, value) {
+                self.event |= crate::hart::event::CODE;
+            }
+            return Ok(next);
+        }
+        self.s.icount = icount;
+        self.store(ram, bus, vaddr, size, value)?;
+        Ok(next)
+    }
+
+    /// Writes a register. Block ops never have rd = 0 (decode turns those into `Nop`, `J`,
+    /// `Jr` or `Other`), so no test is needed.
     #[inline(always)]
     fn set_reg(&mut self, rd: u8, v: u64) {
-        if rd != 0 {
-            self.s.x[(rd & 31) as usize] = v;
-        }
+        debug_assert!(rd != 0);
+        self.s.x[(rd & 31) as usize] = v;
     }
 }

@@ -230,12 +230,28 @@ impl Hart {
         }
         self.sync_code(ram);
         self.take_interrupt();
+        // Out of the hart while blocks execute, so a block can be borrowed from it.
+        let mut blocks = std::mem::take(&mut self.blocks);
+        let stop = self.run_blocks(&mut blocks, ram, bus, until);
+        self.blocks = blocks;
+        stop
+    }
+
+    fn run_blocks<B: Bus>(
+        &mut self,
+        blocks: &mut BlockCache,
+        ram: &mut Ram,
+        bus: &mut B,
+        until: u64,
+    ) -> Stop {
         while self.s.icount < until {
-            self.run_block(ram, bus, until);
+            self.run_block(blocks, ram, bus, until);
             if self.event != 0 {
                 let ev = std::mem::take(&mut self.event);
                 if ev & event::CODE != 0 {
-                    self.sync_code(ram);
+                    for page in ram.take_code_written() {
+                        blocks.invalidate_page(page as usize);
+                    }
                 }
                 if ev & event::IRQ != 0 {
                     self.take_interrupt();
@@ -263,7 +279,13 @@ impl Hart {
 
     /// Executes the block at pc if it fits before `until`, else one instruction.
     #[inline(always)]
-    fn run_block<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, until: u64) {
+    fn run_block<B: Bus>(
+        &mut self,
+        blocks: &mut BlockCache,
+        ram: &mut Ram,
+        bus: &mut B,
+        until: u64,
+    ) {
         let off = match self.fetch_offset(ram) {
             Ok(off) => off,
             Err(t) => {
@@ -272,34 +294,40 @@ impl Hart {
                 return;
             }
         };
-        let block = match self.blocks.get(off) {
-            Some(b) => b.clone(),
-            None => self.decode_block(ram, off),
+        if blocks.get(off).is_none() {
+            Hart::decode_block(blocks, ram, off);
+        }
+        let Some(block) = blocks.get(off) else {
+            unreachable!("a block was just decoded at {off:#x}")
         };
         let n = block.ops.len() as u64;
         if n == 0 || self.s.icount + n > until {
             self.step(ram, bus);
             return;
         }
+        // pc and the instruction count live in registers for the block; `exec_op` and the
+        // exits below write them back where they can be observed.
+        let base = self.s.icount;
         let mut pc = self.s.pc;
+        let mut icount = base;
         for op in &block.ops {
-            self.s.pc = pc;
-            // icount moves after the instruction, as in `step`: reads of time/instret during an
-            // instruction must see the same count whichever path executes it.
-            match self.exec_op(op, pc, ram, bus) {
+            match self.exec_op(op, pc, icount, ram, bus) {
                 Ok(next) => pc = next,
                 Err(t) => {
+                    self.s.pc = pc;
+                    self.s.icount = icount;
                     self.trap(t.cause, t.tval, false);
                     self.s.icount += 1;
                     return;
                 }
             }
-            self.s.icount += 1;
-            if self.event != 0 {
+            icount += 1;
+            if op.may_event && self.event != 0 {
                 break;
             }
         }
         self.s.pc = pc;
+        self.s.icount = icount;
         if ram.code_was_written() {
             self.event |= event::CODE;
         }

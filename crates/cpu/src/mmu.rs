@@ -263,6 +263,12 @@ impl Hart {
     }
 
     fn fetch_half(&mut self, vaddr: u64, p: Privilege, ram: &mut Ram) -> Result<u32, Trap> {
+        // Fetch permission depends on the privilege only (not SUM or MXR): that is its context.
+        if let Some(off) = self.tlb.get(Access::Fetch, vaddr, p as u64) {
+            self.tlb.fetch_vpn = vaddr >> 12;
+            self.tlb.fetch_off = off;
+            return Ok(ram.load_at(off + (vaddr & 0xfff) as usize, 2) as u32);
+        }
         let paddr = self
             .translate(vaddr, Access::Fetch, p, ram)
             .map_err(|mut t| {
@@ -273,9 +279,23 @@ impl Hart {
         let off = ram
             .offset(page, 4096)
             .ok_or(access_fault(Access::Fetch, vaddr))?;
+        self.tlb.put(Access::Fetch, vaddr, p as u64, off);
         self.tlb.fetch_vpn = vaddr >> 12;
         self.tlb.fetch_off = off;
         Ok(ram.load_at(off + (paddr & 0xfff) as usize, 2) as u32)
+    }
+
+    /// The RAM offset of a data access that hits the TLB within one page.
+    #[inline(always)]
+    pub(crate) fn tlb_hit(&self, kind: Access, vaddr: u64, size: u8) -> Option<usize> {
+        let in_page = (vaddr & 0xfff) as usize;
+        if in_page + size as usize <= 4096 {
+            return self
+                .tlb
+                .get(kind, vaddr, self.data_ctx.1)
+                .map(|off| off + in_page);
+        }
+        None
     }
 
     #[inline(always)]
