@@ -89,17 +89,12 @@ impl Host for MarkerHost {
 
 fn ftvm_boot(firmware: &str, clock: ClockMode) -> Result<(f64, u64)> {
     let started = Instant::now();
-    let cfg = guest::config(
-        &GuestArgs {
-            kernel: None,
-            initrd: None,
-            append: guest::DEFAULT_APPEND.into(),
-            firmware: firmware.into(),
-            memory: 256 << 20,
-        },
+    let (cfg, _, io) = guest::resolve(
+        &GuestArgs::default_guest(guest::DEFAULT_APPEND.into(), firmware),
         "ftvm.init=poweroff",
     )?;
     let mut runner = Runner::new(Machine::new(&cfg)?, clock);
+    runner.io = io;
     let mut host = MarkerHost {
         started,
         seen: Vec::new(),

@@ -80,17 +80,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 pub fn run() -> Result<()> {
     eprintln!("ftvm demo: booting Debian's riscv64 kernel on ftvm's deterministic RISC-V machine");
-    let cfg = guest::config(
-        &GuestArgs {
-            kernel: None,
-            initrd: None,
-            append: guest::DEFAULT_APPEND.into(),
-            firmware: "opensbi".into(),
-            memory: 256 << 20,
-        },
+    let (cfg, _, io) = guest::resolve(
+        &GuestArgs::default_guest(guest::DEFAULT_APPEND.into(), "opensbi"),
         "",
     )?;
     let mut runner = Runner::new(Machine::new(&cfg)?, ClockMode::Realtime);
+    runner.io = io;
     let mut script = Script {
         started: Instant::now(),
         marker_at: None,

@@ -26,6 +26,49 @@ pub struct GuestArgs {
     /// Guest RAM, e.g. 256M or 1G.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub memory: u64,
+    /// A raw disk image for a virtio-blk disk (repeat for more: /dev/vda, /dev/vdb, ...). The
+    /// guest writes to the file itself; a flush in the guest is an fsync on the host.
+    #[arg(long)]
+    pub disk: Vec<PathBuf>,
+    /// No virtio-rng entropy device (the guest then gathers entropy from timing, slowly).
+    #[arg(long)]
+    pub no_rng: bool,
+}
+
+impl GuestArgs {
+    /// The default guest with no extra devices but the entropy source.
+    pub fn default_guest(append: String, firmware: &str) -> GuestArgs {
+        GuestArgs {
+            kernel: None,
+            initrd: None,
+            append,
+            firmware: firmware.into(),
+            memory: 256 << 20,
+            disk: Vec::new(),
+            no_rng: false,
+        }
+    }
+}
+
+/// The virtio devices for `args`, slot by slot (disks first, then the entropy source), and the
+/// host backends serving them.
+pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host::IoBackends)> {
+    let mut devices = Vec::new();
+    let mut io = ftvm_host::IoBackends::default();
+    for (i, path) in args.disk.iter().enumerate() {
+        let (disk, size) = ftvm_host::FileDisk::open(path, false)?;
+        io.disks.insert(devices.len() as u8, Box::new(disk));
+        devices.push(ftvm_virtio::Device::Block(ftvm_virtio::Block::new(
+            size,
+            &format!("ftvm-disk-{i}"),
+            false,
+        )));
+    }
+    if !args.no_rng {
+        io.entropy = true;
+        devices.push(ftvm_virtio::Device::Rng(ftvm_virtio::Rng::default()));
+    }
+    Ok((devices, io))
 }
 
 /// Parses sizes such as 256M, 1G, 65536.
@@ -47,13 +90,13 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} file {}", path.display()))
 }
 
-/// Resolves files (fetching the default guest if needed) into a machine configuration.
-pub fn config(args: &GuestArgs, extra_append: &str) -> Result<MachineConfig> {
-    Ok(resolve(args, extra_append)?.0)
-}
-
-/// [`config`], plus the paths the files came from: kernel, then initrd and firmware if any.
-pub fn resolve(args: &GuestArgs, extra_append: &str) -> Result<(MachineConfig, Vec<String>)> {
+/// Resolves files (fetching the default guest if needed) into a machine configuration, plus the
+/// paths the files came from (kernel, then initrd and firmware if any) and
+/// the host backends of its devices.
+pub fn resolve(
+    args: &GuestArgs,
+    extra_append: &str,
+) -> Result<(MachineConfig, Vec<String>, ftvm_host::IoBackends)> {
     let default = if args.kernel.is_none() || args.firmware == "opensbi" {
         Some(crate::image::default_guest(false)?)
     } else {
@@ -96,6 +139,7 @@ pub fn resolve(args: &GuestArgs, extra_append: &str) -> Result<(MachineConfig, V
         cmdline.push(' ');
         cmdline.push_str(extra_append);
     }
+    let (virtio, io) = devices(args)?;
     let config = MachineConfig {
         ram_size: args.memory,
         firmware,
@@ -105,8 +149,9 @@ pub fn resolve(args: &GuestArgs, extra_append: &str) -> Result<(MachineConfig, V
             .map(|p| read(p, "initrd"))
             .transpose()?,
         cmdline,
+        virtio,
     };
-    Ok((config, paths))
+    Ok((config, paths, io))
 }
 
 #[cfg(test)]

@@ -94,12 +94,20 @@ fn dispatch(cmd: Command) -> Result<i32> {
 }
 
 fn run(args: RunArgs) -> Result<i32> {
-    let machine = match &args.snapshot {
-        Some(path) => Machine::load_snapshot(path)
-            .with_context(|| format!("cannot restore snapshot {}", path.display()))?,
-        None => Machine::new(&guest::config(&args.guest, "")?)?,
+    let (machine, io) = match &args.snapshot {
+        // The snapshot holds the devices; the disks named again on the command line serve them.
+        Some(path) => (
+            Machine::load_snapshot(path)
+                .with_context(|| format!("cannot restore snapshot {}", path.display()))?,
+            guest::devices(&args.guest)?.1,
+        ),
+        None => {
+            let (cfg, _, io) = guest::resolve(&args.guest, "")?;
+            (Machine::new(&cfg)?, io)
+        }
     };
     let mut runner = Runner::new(machine, args.clock);
+    runner.io = io;
     runner.stop_at = args.until;
     let interactive = std::io::stdin().is_terminal();
     let end = {

@@ -58,7 +58,7 @@ pub struct ReplayArgs {
 }
 
 pub fn record(args: RecordArgs) -> Result<i32> {
-    let (mut machine, header) = match &args.snapshot {
+    let (mut machine, header, io) = match &args.snapshot {
         Some(path) => {
             let mut m = Machine::load_snapshot(path)
                 .with_context(|| format!("cannot restore snapshot {}", path.display()))?;
@@ -68,13 +68,13 @@ pub fn record(args: RecordArgs) -> Result<i32> {
                 start_hash: m.state_hash().0,
                 paths: vec![],
             };
-            (m, header)
+            (m, header, guest::devices(&args.guest)?.1)
         }
         None => {
-            let (cfg, paths) = guest::resolve(&args.guest, "")?;
+            let (cfg, paths, io) = guest::resolve(&args.guest, "")?;
             let mut m = Machine::new(&cfg)?;
             let header = ftvm_replay::boot_header(&cfg, paths, m.state_hash().0);
-            (m, header)
+            (m, header, io)
         }
     };
     machine.take_effects();
@@ -84,6 +84,7 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let mut recorder = Recorder::new(writer).with_checkpoint_interval(args.checkpoint_interval);
 
     let mut runner = Runner::new(machine, args.clock);
+    runner.io = io;
     runner.stop_at = args.until;
     let started = Instant::now();
     let end = {

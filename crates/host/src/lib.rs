@@ -7,6 +7,8 @@
 //! Invariant: the machine is touched only through `run`, `apply` and `take_effects`, so whatever
 //! an observer logs is everything needed to replay the run.
 
+pub mod io;
 pub mod runner;
 
+pub use io::{BlockBackend, DiskError, FileDisk, IoBackends, IoStats};
 pub use runner::{ClockMode, Host, Observer, RunEnd, Runner, Stop};

@@ -77,6 +77,8 @@ pub struct Runner {
     pub clock: ClockMode,
     /// Stop exactly at this instruction count (snapshots, debugging).
     pub stop_at: Option<u64>,
+    /// What serves the machine's device requests.
+    pub io: crate::io::IoBackends,
     started: Instant,
     mtime_at_start: u64,
 }
@@ -88,6 +90,7 @@ impl Runner {
             machine,
             clock,
             stop_at: None,
+            io: Default::default(),
             started: Instant::now(),
             mtime_at_start,
         }
@@ -150,18 +153,27 @@ impl Runner {
                 target = target.min(limit);
             }
             let exit = self.machine.run(target);
+            let mut completions = Vec::new();
             for effect in self.machine.take_effects() {
                 obs.effect(&effect);
                 match effect.kind {
                     EffectKind::Console(bytes) => host.output(&bytes),
                     EffectKind::PowerOff(code) => return RunEnd::PowerOff(code),
                     EffectKind::Reset => return RunEnd::Reset,
+                    EffectKind::Io { slot, request } => {
+                        completions.extend(self.io.serve(slot, &request));
+                    }
                 }
+            }
+            // Served synchronously, so each completion lands at the instruction where the run
+            // stopped for its request: the guest sees the disk as fast as the host's page cache.
+            for event in completions {
+                self.apply(obs, event);
             }
             let wait = match exit {
                 Exit::PowerOff(code) => return RunEnd::PowerOff(code),
                 Exit::Reset => return RunEnd::Reset,
-                Exit::Reached => Duration::ZERO,
+                Exit::Reached | Exit::Io => Duration::ZERO,
                 Exit::Idle { next_deadline } => match (self.clock, next_deadline) {
                     (ClockMode::Virtual, Some(t)) => {
                         self.apply(obs, InputEvent::ClockAnchor { mtime: t });

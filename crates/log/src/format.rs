@@ -9,11 +9,16 @@ use crate::varint;
 
 /// The largest payload a record may carry: a bound on what a damaged or hostile log can make the
 /// reader allocate.
-pub const MAX_PAYLOAD: usize = 1 << 20;
+/// (A disk read's bounce buffer, at most `ftvm_virtio::MAX_REQUEST`, must fit.)
+pub const MAX_PAYLOAD: usize = 2 << 20;
 
 pub(crate) mod kind {
     pub const CLOCK_ANCHOR: u8 = 0x01;
     pub const CONSOLE_INPUT: u8 = 0x02;
+    pub const BLOCK_DONE: u8 = 0x03;
+    pub const NET_RX: u8 = 0x04;
+    pub const ENTROPY: u8 = 0x05;
+    pub const IO_OUTPUT: u8 = 0x13;
     pub const CONSOLE_OUTPUT: u8 = 0x10;
     pub const POWER_OFF: u8 = 0x11;
     pub const RESET: u8 = 0x12;
@@ -37,6 +42,9 @@ pub enum Record {
     Input { icount: u64, event: InputEvent },
     /// An output the machine produced by `icount`; replay must produce the same.
     Output { icount: u64, effect: EffectKind },
+    /// A device request the machine produced by `icount` (a disk operation, a frame sent, an
+    /// entropy request), as a digest: replay checks it without the log carrying the data again.
+    IoOutput { icount: u64, slot: u8, digest: u64 },
     /// The machine's state hash at `icount`.
     Checkpoint { icount: u64, hash: u128 },
     /// The end of the recording.
@@ -48,6 +56,7 @@ impl Record {
         match self {
             Record::Input { icount, .. }
             | Record::Output { icount, .. }
+            | Record::IoOutput { icount, .. }
             | Record::Checkpoint { icount, .. }
             | Record::End { icount, .. } => *icount,
         }
@@ -71,12 +80,62 @@ impl Record {
                 p.extend_from_slice(b);
                 kind::CONSOLE_INPUT
             }
+            Record::Input {
+                event:
+                    InputEvent::BlockDone {
+                        slot,
+                        id,
+                        status,
+                        data,
+                    },
+                ..
+            } => {
+                p.push(*slot);
+                varint::put(&mut p, *id);
+                p.push(*status);
+                p.extend_from_slice(data);
+                kind::BLOCK_DONE
+            }
+            Record::Input {
+                event: InputEvent::NetRx { slot, frame },
+                ..
+            } => {
+                p.push(*slot);
+                p.extend_from_slice(frame);
+                kind::NET_RX
+            }
+            Record::Input {
+                event: InputEvent::Entropy { slot, id, bytes },
+                ..
+            } => {
+                p.push(*slot);
+                varint::put(&mut p, *id);
+                p.extend_from_slice(bytes);
+                kind::ENTROPY
+            }
             Record::Output {
                 effect: EffectKind::Console(b),
                 ..
             } => {
                 p.extend_from_slice(b);
                 kind::CONSOLE_OUTPUT
+            }
+            Record::Output {
+                effect: EffectKind::Io { slot, request },
+                icount,
+            } => {
+                // Writers turn these into `IoOutput` digests; encoding one directly gives the same.
+                return Record::IoOutput {
+                    icount: *icount,
+                    slot: *slot,
+                    digest: io_digest(request),
+                }
+                .body();
+            }
+            Record::IoOutput { slot, digest, .. } => {
+                p.push(*slot);
+                p.extend_from_slice(&digest.to_le_bytes());
+                kind::IO_OUTPUT
             }
             Record::Output {
                 effect: EffectKind::PowerOff(code),
@@ -118,6 +177,55 @@ impl Record {
                 icount,
                 event: InputEvent::ConsoleInput(p.to_vec()),
             },
+            kind::BLOCK_DONE => {
+                let (&slot, rest) = p.split_first().ok_or("empty block completion")?;
+                let (id, n) = varint::get(rest).ok_or("bad block request id")?;
+                let (&status, data) = rest[n..]
+                    .split_first()
+                    .ok_or("block completion without status")?;
+                Record::Input {
+                    icount,
+                    event: InputEvent::BlockDone {
+                        slot,
+                        id,
+                        status,
+                        data: data.to_vec(),
+                    },
+                }
+            }
+            kind::NET_RX => {
+                let (&slot, frame) = p.split_first().ok_or("empty received frame")?;
+                Record::Input {
+                    icount,
+                    event: InputEvent::NetRx {
+                        slot,
+                        frame: frame.to_vec(),
+                    },
+                }
+            }
+            kind::ENTROPY => {
+                let (&slot, rest) = p.split_first().ok_or("empty entropy record")?;
+                let (id, n) = varint::get(rest).ok_or("bad entropy request id")?;
+                Record::Input {
+                    icount,
+                    event: InputEvent::Entropy {
+                        slot,
+                        id,
+                        bytes: rest[n..].to_vec(),
+                    },
+                }
+            }
+            kind::IO_OUTPUT => {
+                let [slot, d @ ..] = p else {
+                    return Err("empty I/O output record".into());
+                };
+                let digest: [u8; 8] = d.try_into().map_err(|_| "I/O digest is not 8 bytes")?;
+                Record::IoOutput {
+                    icount,
+                    slot: *slot,
+                    digest: u64::from_le_bytes(digest),
+                }
+            }
             kind::CONSOLE_OUTPUT => Record::Output {
                 icount,
                 effect: EffectKind::Console(p.to_vec()),
@@ -157,4 +265,10 @@ impl Record {
             other => return Err(format!("unknown record kind {other:#04x}")),
         })
     }
+}
+
+/// The digest an I/O request is logged and checked by.
+pub fn io_digest(request: &ftvm_virtio::Request) -> u64 {
+    let bytes = postcard::to_stdvec(request).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }

@@ -13,6 +13,8 @@ pub enum StartState {
         firmware: String,
         cmdline: String,
         ram_size: u64,
+        /// The virtio devices, in slot order, as they were configured (disk sizes, MACs).
+        virtio: Vec<ftvm_virtio::Device>,
     },
     /// A snapshot file with this state hash.
     Snapshot { path: String },

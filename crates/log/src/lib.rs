@@ -16,7 +16,7 @@ mod reader;
 mod varint;
 mod writer;
 
-pub use format::{EndReason, MAX_PAYLOAD, Record};
+pub use format::{EndReason, MAX_PAYLOAD, Record, io_digest};
 pub use header::{LogHeader, StartState};
 pub use reader::{LogError, Reader};
 pub use writer::Writer;
@@ -24,7 +24,8 @@ pub use writer::Writer;
 /// The first bytes of every log.
 pub const MAGIC: &[u8; 8] = b"FTVMLOG\0";
 /// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// 2: device completions, I/O output digests, virtio devices in the header.
+pub const VERSION: u16 = 2;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,11 @@ fn header() -> LogHeader {
             firmware: "builtin".into(),
             cmdline: "console=ttyS0".into(),
             ram_size: 256 << 20,
+            virtio: vec![ftvm_virtio::Device::Block(ftvm_virtio::Block::new(
+                1 << 20,
+                "disk",
+                false,
+            ))],
         },
         start_hash: 0x1234_5678_9abc_def0_0fed_cba9_8765_4321,
         paths: vec!["/tmp/Image".into()],
@@ -34,6 +39,35 @@ fn records() -> Vec<Record> {
         Record::Output {
             icount: 5_000,
             effect: EffectKind::Console(b"hello\r\n".to_vec()),
+        },
+        Record::IoOutput {
+            icount: 5_100,
+            slot: 0,
+            digest: 0xdead_beef_0bad_f00d,
+        },
+        Record::Input {
+            icount: 6_000,
+            event: InputEvent::BlockDone {
+                slot: 0,
+                id: 300,
+                status: 0,
+                data: vec![0x5a; 4096],
+            },
+        },
+        Record::Input {
+            icount: 6_000,
+            event: InputEvent::NetRx {
+                slot: 1,
+                frame: vec![0xff; 60],
+            },
+        },
+        Record::Input {
+            icount: 7_000,
+            event: InputEvent::Entropy {
+                slot: 2,
+                id: 0,
+                bytes: vec![1, 2, 3],
+            },
         },
         Record::Checkpoint {
             icount: 100_000_000,
@@ -205,4 +239,32 @@ fn fuzz_corpus_and_mutations() {
             fuzz_one(&m);
         }
     }
+}
+
+#[test]
+fn io_requests_are_logged_as_digests_of_their_content() {
+    let write = |byte| ftvm_virtio::Request::Block {
+        id: 1,
+        op: ftvm_virtio::BlockOp::Write {
+            sector: 8,
+            data: vec![byte; 512],
+        },
+    };
+    let rec = Record::Output {
+        icount: 9,
+        effect: EffectKind::Io {
+            slot: 0,
+            request: write(1),
+        },
+    };
+    let back = decode(&encode(&[rec])).unwrap();
+    assert_eq!(
+        back,
+        vec![Record::IoOutput {
+            icount: 9,
+            slot: 0,
+            digest: io_digest(&write(1)),
+        }]
+    );
+    assert_ne!(io_digest(&write(1)), io_digest(&write(2)));
 }

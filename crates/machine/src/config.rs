@@ -22,6 +22,9 @@ pub struct MachineConfig {
     pub kernel: Vec<u8>,
     pub initrd: Option<Vec<u8>>,
     pub cmdline: String,
+    /// virtio-mmio devices, in slot order (slot `i` at `0x1000_1000 + 0x1000 * i`, PLIC
+    /// source `1 + i`); at most `memmap::VIRTIO_SLOTS`.
+    pub virtio: Vec<ftvm_virtio::Device>,
 }
 
 impl MachineConfig {
@@ -32,6 +35,7 @@ impl MachineConfig {
             kernel,
             initrd: None,
             cmdline: String::new(),
+            virtio: Vec::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ use ftvm_board::test_device::{TestAction, TestDevice};
 use ftvm_board::uart::Uart16550;
 use ftvm_cpu::hart::irq;
 use ftvm_cpu::{Bus, BusFault};
+use ftvm_virtio::VirtioMmio;
 use serde::{Deserialize, Serialize};
 
 /// PLIC contexts of hart 0.
@@ -22,6 +23,8 @@ pub struct Devices {
     pub test: TestDevice,
     /// The built-in SBI's timer compare value (u64::MAX: disarmed).
     pub sbi_timer: u64,
+    /// virtio-mmio slots in use, from slot 0; the rest answer "no device".
+    pub virtio: Vec<VirtioMmio>,
     /// Console bytes written since the machine last collected them.
     #[serde(skip)]
     pub console_out: Vec<u8>,
@@ -41,6 +44,7 @@ impl Devices {
             uart: Uart16550::default(),
             test: TestDevice,
             sbi_timer: u64::MAX,
+            virtio: Vec::new(),
             console_out: Vec::new(),
             action: None,
             set_mtime: None,
@@ -51,6 +55,9 @@ impl Devices {
     /// under OpenSBI `sbi_timer` stays disarmed and the firmware injects STIP itself.
     pub fn irq_lines(&mut self, mtime: u64) -> u64 {
         self.plic.set_level(UART0_IRQ, self.uart.irq());
+        for (i, v) in self.virtio.iter().enumerate() {
+            self.plic.set_level(1 + i as u32, v.irq());
+        }
         let mut lines = 0;
         if self.plic.irq(CTX_M) {
             lines |= irq::MEIP;
@@ -108,14 +115,18 @@ impl Bus for Devices {
         )
         .is_some()
         {
-            // Empty virtio-mmio slots answer like QEMU's: magic and version readable, device id 0
-            // ("no device"), so a probing driver skips them.
+            let slot = ((paddr - VIRTIO_BASE) / VIRTIO_STRIDE) as usize;
             let off = (paddr - VIRTIO_BASE) % VIRTIO_STRIDE;
-            Some(match off {
-                0x000 => 0x7472_6976,
-                0x004 => 2,
-                _ => 0,
-            })
+            match self.virtio.get(slot) {
+                Some(dev) => dev.read(off, size),
+                // Empty slots answer like QEMU's: magic and version readable, device id 0
+                // ("no device"), so a probing driver skips them.
+                None => Some(match off {
+                    0x000 => 0x7472_6976,
+                    0x004 => 2,
+                    _ => 0,
+                }),
+            }
         } else {
             None
         };
@@ -147,7 +158,12 @@ impl Bus for Devices {
         )
         .is_some()
         {
-            Some(())
+            let slot = ((paddr - VIRTIO_BASE) / VIRTIO_STRIDE) as usize;
+            let off = (paddr - VIRTIO_BASE) % VIRTIO_STRIDE;
+            match self.virtio.get_mut(slot) {
+                Some(dev) => dev.write(off, size, value),
+                None => Some(()),
+            }
         } else {
             None
         };

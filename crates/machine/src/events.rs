@@ -14,6 +14,18 @@ pub enum InputEvent {
     ClockAnchor { mtime: u64 },
     /// Bytes typed on the console (the 16550's receive side).
     ConsoleInput(Vec<u8>),
+    /// The disk backend finished block request `id` of the device in `slot` (read data for a
+    /// read: the bounce buffer copied into guest memory now).
+    BlockDone {
+        slot: u8,
+        id: u64,
+        status: u8,
+        data: Vec<u8>,
+    },
+    /// A frame arrived for the NIC in `slot`.
+    NetRx { slot: u8, frame: Vec<u8> },
+    /// Host entropy for request `id` of the entropy device in `slot`.
+    Entropy { slot: u8, id: u64, bytes: Vec<u8> },
 }
 
 /// An output of the machine.
@@ -25,6 +37,12 @@ pub enum EffectKind {
     PowerOff(u32),
     /// The guest asked for a reset.
     Reset,
+    /// Work for the host from the virtio device in `slot`: a disk operation, a frame to send,
+    /// an entropy request.
+    Io {
+        slot: u8,
+        request: ftvm_virtio::Request,
+    },
 }
 
 /// An output and the instruction count by which it was produced.

@@ -2,6 +2,7 @@
 
 use ftvm_board::test_device::TestAction;
 use ftvm_cpu::{Hart, Ram, Stop};
+use ftvm_virtio::{Request, VirtioMmio};
 
 use crate::boot;
 use crate::config::{Firmware, MachineConfig};
@@ -22,6 +23,9 @@ pub enum Exit {
     PowerOff(u32),
     /// The guest asked for a reset.
     Reset,
+    /// A device handed the host work (`EffectKind::Io` effects): the run stops at once so the
+    /// host can start it, since the guest usually waits for its completion.
+    Io,
 }
 
 /// Result of running a guest to its end with virtual time (tests, benchmarks).
@@ -57,6 +61,14 @@ impl Machine {
     /// A machine ready to boot a Linux guest.
     pub fn new(cfg: &MachineConfig) -> Result<Machine, BootError> {
         let mut m = Machine::empty(cfg.ram_size);
+        if cfg.virtio.len() > ftvm_board::memmap::VIRTIO_SLOTS as usize {
+            return Err(BootError::Invalid(format!(
+                "{} virtio devices, but the board has {} slots",
+                cfg.virtio.len(),
+                ftvm_board::memmap::VIRTIO_SLOTS
+            )));
+        }
+        m.dev.virtio = cfg.virtio.iter().cloned().map(VirtioMmio::new).collect();
         boot::load_linux(cfg, &mut m.ram, &mut m.hart)?;
         if matches!(cfg.firmware, Firmware::Builtin) {
             m.hart.sbi_intercept = true;
@@ -119,7 +131,11 @@ impl Machine {
             };
             match self.hart.run(&mut self.ram, &mut self.dev, stop_at) {
                 Stop::Reached | Stop::Wfi => {}
-                Stop::Mmio => self.after_mmio(),
+                Stop::Mmio => {
+                    if self.after_mmio() {
+                        return Exit::Io;
+                    }
+                }
                 Stop::SbiCall => {
                     if let Some(kind) = sbi::call(&mut self.hart, &self.ram, &mut self.dev) {
                         self.halt(kind);
@@ -129,7 +145,8 @@ impl Machine {
         }
     }
 
-    fn after_mmio(&mut self) {
+    /// Returns whether a device produced I/O requests.
+    fn after_mmio(&mut self) -> bool {
         // Console bytes leave tagged with the exact instruction that wrote them, however the
         // host slices the run: replay compares outputs instruction for instruction.
         self.collect_console();
@@ -137,11 +154,56 @@ impl Machine {
             let icount = self.hart.icount();
             self.hart.clock_mut().anchor(icount, t);
         }
+        // A QueueNotify is taken here, right after the instruction that wrote it.
+        let mut io = false;
+        for (slot, dev) in self.dev.virtio.iter_mut().enumerate() {
+            for request in dev.process(&mut self.ram) {
+                io = true;
+                self.effects.push(Effect {
+                    icount: self.hart.icount(),
+                    kind: EffectKind::Io {
+                        slot: slot as u8,
+                        request,
+                    },
+                });
+            }
+        }
         match self.dev.action.take() {
             Some(TestAction::PowerOff(code)) => self.halt(EffectKind::PowerOff(code)),
             Some(TestAction::Reset) => self.halt(EffectKind::Reset),
             None => {}
         }
+        io
+    }
+
+    /// Whether the NIC in `slot` has a receive buffer posted: a host holds frames until then
+    /// rather than have them dropped.
+    pub fn rx_ready(&self, slot: u8) -> bool {
+        self.dev
+            .virtio
+            .get(slot as usize)
+            .is_some_and(|d| d.rx_ready(&self.ram))
+    }
+
+    /// Requests the devices took and the host has not completed, per slot, oldest first: what
+    /// a backup going live issues again.
+    pub fn outstanding_io(&self) -> Vec<(u8, Request)> {
+        self.dev
+            .virtio
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, d)| d.outstanding().into_iter().map(move |r| (slot as u8, r)))
+            .collect()
+    }
+
+    /// The error state of each virtio device that is in one: (slot, reason).
+    pub fn device_errors(&self) -> Vec<(u8, String)> {
+        self.dev
+            .virtio
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, d)| d.error().map(|e| (slot as u8, e.to_string())))
+            .collect()
     }
 
     fn halt(&mut self, kind: EffectKind) {
@@ -176,6 +238,28 @@ impl Machine {
             InputEvent::ConsoleInput(bytes) => {
                 self.dev.uart.push_input(bytes);
             }
+            // Completions for a slot without the right device are ignored: a log or host that
+            // names a wrong slot cannot hurt the machine.
+            InputEvent::BlockDone {
+                slot,
+                id,
+                status,
+                data,
+            } => {
+                if let Some(d) = self.dev.virtio.get_mut(*slot as usize) {
+                    d.complete_block(*id, *status, data.clone(), &mut self.ram);
+                }
+            }
+            InputEvent::NetRx { slot, frame } => {
+                if let Some(d) = self.dev.virtio.get_mut(*slot as usize) {
+                    d.deliver_rx(frame, &mut self.ram);
+                }
+            }
+            InputEvent::Entropy { slot, id, bytes } => {
+                if let Some(d) = self.dev.virtio.get_mut(*slot as usize) {
+                    d.complete_entropy(*id, bytes, &mut self.ram);
+                }
+            }
         }
     }
 
@@ -200,6 +284,8 @@ impl Machine {
                 Exit::Idle {
                     next_deadline: Some(t),
                 } => self.apply(&InputEvent::ClockAnchor { mtime: t }),
+                // No host here to serve devices: their requests stay unanswered.
+                Exit::Io => {}
                 other => break other,
             }
         };

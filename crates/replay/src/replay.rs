@@ -54,6 +54,8 @@ pub struct Replayer<R: Read> {
     /// Console bytes replayed but not yet matched against a record.
     console: Vec<u8>,
     halted: Option<EffectKind>,
+    /// Device requests replayed but not yet matched: (slot, digest).
+    io: std::collections::VecDeque<(u8, u64)>,
     checkpoints: u64,
     /// Called with every console byte the replay produces (to show it).
     pub on_console: Option<ConsoleSink>,
@@ -82,6 +84,7 @@ impl<R: Read> Replayer<R> {
             log,
             console: Vec::new(),
             halted: None,
+            io: Default::default(),
             checkpoints: 0,
             on_console: None,
             at: None,
@@ -118,12 +121,17 @@ impl<R: Read> Replayer<R> {
                         }
                         self.console.extend_from_slice(&bytes);
                     }
+                    // Replay has no devices behind the machine: requests are only checked, and
+                    // their completions come from the log.
+                    EffectKind::Io { slot, request } => {
+                        self.io.push_back((slot, ftvm_log::io_digest(&request)))
+                    }
                     other => self.halted = Some(other),
                 }
             }
             let short = self.machine.icount() < target;
             match exit {
-                Exit::Reached => {}
+                Exit::Reached | Exit::Io => {}
                 Exit::Idle { .. } | Exit::PowerOff(_) | Exit::Reset if !short => {}
                 Exit::Idle { .. } => {
                     return Err(self.diverged(format!(
@@ -190,6 +198,19 @@ impl<R: Read> Replayer<R> {
                         )));
                     }
                 }
+                Record::IoOutput { slot, digest, .. } => match self.io.pop_front() {
+                    Some(got) if got == (slot, digest) => {}
+                    got => {
+                        return Err(self.diverged(format!(
+                            "recorded a request from virtio slot {slot} (digest {digest:016x}), \
+                             replayed {}",
+                            match got {
+                                Some((s, d)) => format!("one from slot {s} (digest {d:016x})"),
+                                None => "none".into(),
+                            }
+                        )));
+                    }
+                },
                 Record::Checkpoint { hash, .. } => {
                     let replayed = self.machine.state_hash().0;
                     if replayed != hash {

@@ -48,6 +48,7 @@ pub fn boot_header(cfg: &MachineConfig, paths: Vec<String>, start_hash: u128) ->
             },
             cmdline: cfg.cmdline.clone(),
             ram_size: cfg.ram_size,
+            virtio: cfg.virtio.clone(),
         },
         start_hash,
         paths,
@@ -78,6 +79,7 @@ pub fn start_machine(header: &LogHeader) -> Result<Machine, StartError> {
             firmware,
             cmdline,
             ram_size,
+            virtio,
         } => {
             let mut paths = header.paths.iter();
             let kernel_path = paths.next().ok_or(StartError::Missing("kernel"))?;
@@ -101,6 +103,7 @@ pub fn start_machine(header: &LogHeader) -> Result<Machine, StartError> {
                 kernel,
                 initrd,
                 cmdline: cmdline.clone(),
+                virtio: virtio.clone(),
             })?
         }
     };
