@@ -33,6 +33,30 @@ pub struct GuestArgs {
     /// No virtio-rng entropy device (the guest then gathers entropy from timing, slowly).
     #[arg(long)]
     pub no_rng: bool,
+    /// A virtio-net NIC on a switch: `switch:SOCKET` (the socket `ftvm switch` serves).
+    #[arg(long)]
+    pub net: Option<String>,
+    /// The NIC's MAC address.
+    #[arg(long, default_value = "52:54:00:12:34:56", value_parser = parse_mac)]
+    pub mac: [u8; 6],
+}
+
+/// Parses `52:54:00:12:34:56`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bytes: Option<Vec<u8>> = parts
+        .iter()
+        .map(|p| {
+            (p.len() == 2)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
+        .collect();
+    match bytes {
+        Some(b) if b.len() == 6 && b[0] & 1 == 0 => Ok([b[0], b[1], b[2], b[3], b[4], b[5]]),
+        Some(b) if b.len() == 6 => Err(format!("MAC {s} is a multicast address")),
+        _ => Err(format!("invalid MAC '{s}' (use e.g. 52:54:00:12:34:56)")),
+    }
 }
 
 impl GuestArgs {
@@ -46,6 +70,8 @@ impl GuestArgs {
             memory: 256 << 20,
             disk: Vec::new(),
             no_rng: false,
+            net: None,
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
         }
     }
 }
@@ -63,6 +89,14 @@ pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host:
             &format!("ftvm-disk-{i}"),
             false,
         )));
+    }
+    if let Some(net) = &args.net {
+        let Some(path) = net.strip_prefix("switch:") else {
+            bail!("--net {net}: expected switch:SOCKET (TAP is not supported yet)");
+        };
+        let port = ftvm_net::Port::connect(std::path::Path::new(path))?;
+        io.nets.insert(devices.len() as u8, port);
+        devices.push(ftvm_virtio::Device::Net(ftvm_virtio::Net { mac: args.mac }));
     }
     if !args.no_rng {
         io.entropy = true;
@@ -165,5 +199,20 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            super::parse_mac("52:54:00:12:34:56"),
+            Ok([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert!(
+            super::parse_mac("53:54:00:12:34:56")
+                .unwrap_err()
+                .contains("multicast")
+        );
+        assert!(super::parse_mac("52:54:00:12:34").is_err());
+        assert!(super::parse_mac("52:54:00:12:34:5g").is_err());
     }
 }

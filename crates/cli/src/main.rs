@@ -8,6 +8,7 @@ mod demo;
 mod guest;
 mod image;
 mod record;
+mod switch;
 mod terminal;
 
 use std::io::IsTerminal;
@@ -44,6 +45,8 @@ enum Command {
     /// Manage the cached guest image.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The virtual network: a learning switch VMs join, with a gateway forwarding host ports.
+    Switch(switch::SwitchArgs),
     /// Measure ftvm against QEMU on the same guest.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -90,6 +93,7 @@ fn dispatch(cmd: Command) -> Result<i32> {
         Command::Replay(args) => record::replay(args),
         Command::Image(cmd) => image::command(cmd).map(|()| 0),
         Command::Bench(cmd) => bench::command(cmd).map(|()| 0),
+        Command::Switch(args) => switch::run(args).map(|()| 0),
     }
 }
 

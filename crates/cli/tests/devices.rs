@@ -111,3 +111,121 @@ fn a_missing_or_odd_sized_disk_image_gets_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// A switch process for a test, killed at the end.
+struct SwitchProcess {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl SwitchProcess {
+    fn start(name: &str, forwards: &[&str]) -> SwitchProcess {
+        let socket = tmp(&format!("{name}.sock"));
+        let mut cmd = ftvm();
+        cmd.args(["switch", "--socket", socket.to_str().unwrap()]);
+        for f in forwards {
+            cmd.args(["--forward", f]);
+        }
+        let child = cmd.spawn().expect("start ftvm switch");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "switch did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        SwitchProcess { child, socket }
+    }
+
+    fn net_arg(&self) -> String {
+        format!("switch:{}", self.socket.display())
+    }
+}
+
+impl Drop for SwitchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Boots a guest on the switch with `ip` on eth0.
+fn boot_on_switch(sw: &SwitchProcess, mac: &str, ip: &str) -> Session {
+    let net = sw.net_arg();
+    let mut s = Session::start(&["run", "--firmware", "builtin", "--net", &net, "--mac", mac]);
+    s.wait_for_after(0, MARKER, 120);
+    s.wait_for_after(0, "# ", 60);
+    let out = s.command(
+        &format!("ip link set lo up && ip addr add {ip}/24 dev eth0 && ip link set eth0 up"),
+        "NET-UP",
+        60,
+    );
+    assert!(!out.contains("ip:"), "network set-up failed:\n{out}");
+    s
+}
+
+#[test]
+fn a_host_client_reaches_a_guest_echo_service_through_a_port_forward() {
+    guest_ready();
+    let port = free_port();
+    let sw = SwitchProcess::start("fwd", &[&format!("tcp:127.0.0.1:{port}=10.0.2.15:7")]);
+    let mut vm = boot_on_switch(&sw, "52:54:00:12:34:56", "10.0.2.15");
+    let out = vm.command("ping -c 1 -W 5 10.0.2.2", "PING-DONE", 60);
+    assert!(
+        out.contains("1 packets received"),
+        "no answer from the gateway:\n{out}"
+    );
+    vm.command("(nc -ll -p 7 -e cat &)", "ECHO-UP", 30);
+
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let msg: Vec<u8> = (0..64 << 10).map(|i| b'a' + (i % 26) as u8).collect();
+    conn.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert!(back == msg, "the echo differs");
+    drop(conn);
+    vm.send("poweroff -f");
+    assert!(vm.wait(60).success());
+}
+
+#[test]
+fn two_vms_on_one_switch_reach_each_other_and_a_killed_vm_leaves_the_rest_served() {
+    guest_ready();
+    let sw = SwitchProcess::start("pair", &[]);
+    let mut a = boot_on_switch(&sw, "52:54:00:00:00:0a", "10.0.2.21");
+    let mut b = boot_on_switch(&sw, "52:54:00:00:00:0b", "10.0.2.22");
+    let out = a.command("ping -c 2 -W 5 10.0.2.22", "PING-B", 60);
+    assert!(
+        out.contains("2 packets received"),
+        "A cannot reach B:\n{out}"
+    );
+    // A third VM is killed (SIGKILL) mid-traffic: A and B and the gateway carry on.
+    let mut c = boot_on_switch(&sw, "52:54:00:00:00:0c", "10.0.2.23");
+    c.send("ping -f -c 100000 10.0.2.21 > /dev/null");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(c);
+    let out = b.command(
+        "ping -c 2 -W 5 10.0.2.21 && ping -c 1 -W 5 10.0.2.2",
+        "PING-A",
+        60,
+    );
+    assert!(out.contains("2 packets received"), "B lost A:\n{out}");
+    assert!(
+        out.contains("1 packets received"),
+        "B lost the gateway:\n{out}"
+    );
+    for vm in [a, b] {
+        let mut vm = vm;
+        vm.send("poweroff -f");
+        assert!(vm.wait(60).success());
+    }
+}

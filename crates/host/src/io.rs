@@ -74,6 +74,41 @@ impl BlockBackend for FileDisk {
     }
 }
 
+impl IoBackends {
+    /// Frames waiting for NICs that have a receive buffer posted, at most one per NIC per call
+    /// (a frame for a NIC with no buffer waits in its socket, not dropped). `ready(slot)` says
+    /// whether the guest can take one now.
+    pub fn receive(&mut self, mut ready: impl FnMut(u8) -> bool) -> Vec<InputEvent> {
+        let mut events = Vec::new();
+        let mut gone = Vec::new();
+        for (&slot, port) in &mut self.nets {
+            if !ready(slot) {
+                continue;
+            }
+            match port.try_recv() {
+                Ok(Some(frame)) => {
+                    self.stats.frames_received += 1;
+                    events.push(InputEvent::NetRx { slot, frame });
+                }
+                Ok(None) => {}
+                Err(_) => gone.push(slot),
+            }
+        }
+        for slot in gone {
+            // The switch went away: the NIC stays, its cable is pulled.
+            self.nets.remove(&slot);
+            self.stats.links_lost += 1;
+        }
+        events
+    }
+
+    /// Descriptors to wait on while the guest idles (frames arriving wake it).
+    pub fn wait_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.nets.values().map(|p| p.as_fd()).collect()
+    }
+}
+
 /// Counters an operator looks at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoStats {
@@ -85,6 +120,9 @@ pub struct IoStats {
     pub bytes_written: u64,
     pub entropy_bytes: u64,
     pub frames_sent: u64,
+    pub frames_received: u64,
+    /// NICs whose switch connection closed.
+    pub links_lost: u64,
     /// Frames sent by a NIC with no network attached.
     pub frames_dropped: u64,
 }
@@ -93,6 +131,8 @@ pub struct IoStats {
 #[derive(Default)]
 pub struct IoBackends {
     pub disks: BTreeMap<u8, Box<dyn BlockBackend>>,
+    /// NICs' links to the switch.
+    pub nets: BTreeMap<u8, ftvm_net::Port>,
     /// Serve entropy requests from the host's `/dev/urandom`.
     pub entropy: bool,
     pub stats: IoStats,
@@ -157,8 +197,11 @@ impl IoBackends {
                     bytes,
                 })
             }
-            Request::NetTx(_) => {
-                self.stats.frames_dropped += 1;
+            Request::NetTx(frame) => {
+                match self.nets.get(&slot) {
+                    Some(port) if port.send(frame) => self.stats.frames_sent += 1,
+                    _ => self.stats.frames_dropped += 1,
+                }
                 None
             }
         }

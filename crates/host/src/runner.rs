@@ -170,6 +170,12 @@ impl Runner {
             for event in completions {
                 self.apply(obs, event);
             }
+            let machine = &self.machine;
+            let frames = self.io.receive(|slot| machine.rx_ready(slot));
+            let got_frames = !frames.is_empty();
+            for event in frames {
+                self.apply(obs, event);
+            }
             let wait = match exit {
                 Exit::PowerOff(code) => return RunEnd::PowerOff(code),
                 Exit::Reset => return RunEnd::Reset,
@@ -183,6 +189,14 @@ impl Runner {
                     (_, None) => Duration::from_millis(100),
                 },
             };
+            let mut wait = if got_frames { Duration::ZERO } else { wait };
+            // An idle guest wakes for frames too: with a network, the wait happens on its
+            // sockets and the console is looked at after (typed keys wait at most one timer
+            // period).
+            if !wait.is_zero() && !self.io.nets.is_empty() {
+                ftvm_net::wait_readable(&self.io.wait_fds(), wait);
+                wait = Duration::ZERO;
+            }
             match host.input(wait) {
                 Err(Stop) => return RunEnd::Stopped,
                 Ok(Some(bytes)) => self.apply(obs, InputEvent::ConsoleInput(bytes)),

@@ -21,6 +21,7 @@ mod csr {
     pub const MEDELEG: u16 = 0x302;
     pub const MIDELEG: u16 = 0x303;
     pub const MCOUNTEREN: u16 = 0x306;
+    pub const SCOUNTEREN: u16 = 0x106;
 }
 
 pub(crate) fn check_ram_size(size: u64) -> Result<(), BootError> {
@@ -165,6 +166,9 @@ fn enter_supervisor(hart: &mut Hart) {
     hart.set_csr(csr::MIDELEG, 0x222);
     // cycle, time and instret readable from S-mode.
     hart.set_csr(csr::MCOUNTEREN, 0x7);
+    // `time` readable from U-mode too: the vDSO's clock_gettime reads it. Under OpenSBI, Linux's
+    // SBI PMU driver grants this; the built-in SBI has no PMU extension, so it starts granted.
+    hart.set_csr(csr::SCOUNTEREN, 0x2);
     hart.set_csr(csr::MSTATUS, 0);
     hart.sbi_intercept = true;
     hart.set_privilege(Privilege::Supervisor);

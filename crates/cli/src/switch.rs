@@ -1,0 +1,41 @@
+//! `ftvm switch`: the virtual network's switch and gateway, as its own process.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use ftvm_net::{Forward, Switch, SwitchConfig};
+
+#[derive(clap::Args)]
+pub struct SwitchArgs {
+    /// The Unix socket VMs connect to (`ftvm run --net switch:SOCKET`).
+    #[arg(long, default_value = "ftvm-switch.sock")]
+    pub socket: PathBuf,
+    /// Forward a host port to a guest service through the built-in gateway (10.0.2.2), e.g.
+    /// `tcp:127.0.0.1:6379=10.0.2.15:6379`. Repeatable.
+    #[arg(long)]
+    pub forward: Vec<Forward>,
+}
+
+pub fn run(args: SwitchArgs) -> Result<()> {
+    let mut cfg = SwitchConfig::new(args.socket.clone());
+    cfg.forwards = args.forward.clone();
+    let mut switch = Switch::bind(&cfg).context("cannot start the switch")?;
+    eprintln!(
+        "ftvm switch: serving {} (gateway 10.0.2.2, {})",
+        args.socket.display(),
+        if args.forward.is_empty() {
+            "no forwards".to_string()
+        } else {
+            args.forward
+                .iter()
+                .zip(switch.forward_addrs())
+                .map(|(f, at)| format!("{at} -> {}", f.guest))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    // Runs until killed: a stale socket file left behind is replaced by the next switch.
+    switch.run(&AtomicBool::new(false))?;
+    Ok(())
+}
