@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # cmake: SoftFloat's build. binutils/gcc-riscv64: the bare-metal ISA test programs.
 # qemu-system-misc: the reference machine for the differential tests and benchmarks.
 # device-tree-compiler, e2fsprogs, xz-utils, cpio: image building and checks.
+# redis-tools: the host-side redis-cli and redis-benchmark the redis guest is tested with.
 packages=(cmake qemu-system-misc binutils-riscv64-linux-gnu gcc-riscv64-linux-gnu
-          device-tree-compiler e2fsprogs xz-utils cpio ca-certificates debian-archive-keyring)
+          device-tree-compiler e2fsprogs xz-utils cpio ca-certificates debian-archive-keyring
+          redis-tools)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,8 +8,22 @@ use ftvm_machine::{Firmware, MachineConfig};
 /// The kernel command line the default guest boots with.
 pub const DEFAULT_APPEND: &str = "console=ttyS0 earlycon=sbi";
 
+/// Which prepared guest boots when no `--kernel` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestKind {
+    /// Debian's kernel and ftvm's busybox initramfs, a shell on the console.
+    Default,
+    /// The default kernel booting the redis root disk: the network from the command line,
+    /// redis on port 6379. Without `--net` it gets a switch of its own forwarding
+    /// 127.0.0.1:6379 to it; without `--disk`, a scratch copy of the pristine disk.
+    Redis,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct GuestArgs {
+    /// The prepared guest to boot.
+    #[arg(long, value_enum, default_value = "default")]
+    pub guest: GuestKind,
     /// Linux kernel `Image` to boot (default: Debian's riscv64 kernel, fetched and cached).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -39,6 +53,10 @@ pub struct GuestArgs {
     /// The NIC's MAC address.
     #[arg(long, default_value = "52:54:00:12:34:56", value_parser = parse_mac)]
     pub mac: [u8; 6],
+    /// With `--guest redis` and no `--net`: the host ports its own switch forwards (default
+    /// `tcp:127.0.0.1:6379=10.0.2.15:6379`). Repeatable.
+    #[arg(long, conflicts_with = "net")]
+    pub forward: Vec<ftvm_net::Forward>,
 }
 
 /// Parses `52:54:00:12:34:56`.
@@ -63,6 +81,7 @@ impl GuestArgs {
     /// The default guest with no extra devices but the entropy source.
     pub fn default_guest(append: String, firmware: &str) -> GuestArgs {
         GuestArgs {
+            guest: GuestKind::Default,
             kernel: None,
             initrd: None,
             append,
@@ -72,6 +91,7 @@ impl GuestArgs {
             no_rng: false,
             net: None,
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            forward: Vec::new(),
         }
     }
 }
@@ -105,6 +125,90 @@ pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host:
     Ok((devices, io))
 }
 
+/// What `--guest redis` set up around the VM: files to unlink once the devices hold them open.
+struct RedisSetup {
+    guest: ftvm_image::RedisGuest,
+    unlink_when_attached: Vec<PathBuf>,
+}
+
+impl RedisSetup {
+    /// The scratch disk and the private switch socket are open now: their names can go, so
+    /// nothing is left behind however the run ends.
+    fn attached(self) {
+        for p in self.unlink_when_attached {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Fills in the redis guest's defaults: its command line, its disk (a copy of the pristine
+/// one) and, without `--net`, a switch of its own in this process with the port forwards.
+fn prepare_redis(args: &mut GuestArgs) -> Result<RedisSetup> {
+    let guest = crate::image::redis_guest(false)?;
+    let mut unlink = Vec::new();
+    if args.append == DEFAULT_APPEND {
+        args.append = ftvm_image::REDIS_APPEND.to_string();
+    }
+    match args.disk.first() {
+        None => {
+            let scratch =
+                std::env::temp_dir().join(format!("ftvm-redis-{}.img", std::process::id()));
+            ftvm_image::copy_root_disk(&guest, &scratch)
+                .context("cannot make the redis guest's scratch disk")?;
+            eprintln!(
+                "ftvm: the redis guest runs on a scratch copy of its disk (--disk PATH keeps one)"
+            );
+            args.disk.push(scratch.clone());
+            unlink.push(scratch);
+        }
+        Some(path) if !path.exists() => {
+            ftvm_image::copy_root_disk(&guest, path)
+                .with_context(|| format!("cannot create the redis disk {}", path.display()))?;
+            eprintln!(
+                "ftvm: created {} from the pristine redis disk",
+                path.display()
+            );
+        }
+        Some(_) => {}
+    }
+    if args.net.is_none() {
+        let socket = std::env::temp_dir().join(format!("ftvm-switch-{}.sock", std::process::id()));
+        let mut cfg = ftvm_net::SwitchConfig::new(socket.clone());
+        cfg.forwards = if args.forward.is_empty() {
+            let spec = format!(
+                "tcp:127.0.0.1:{port}={ip}:{port}",
+                port = ftvm_image::REDIS_PORT,
+                ip = ftvm_image::REDIS_GUEST_IP
+            );
+            vec![spec.parse().map_err(anyhow::Error::msg)?]
+        } else {
+            args.forward.clone()
+        };
+        let mut switch = ftvm_net::Switch::bind(&cfg).context(
+            "cannot start the redis guest's switch (is the port taken? choose one with \
+             --forward tcp:127.0.0.1:PORT=10.0.2.15:6379)",
+        )?;
+        for (f, at) in cfg.forwards.iter().zip(switch.forward_addrs()) {
+            eprintln!("ftvm: host {at} -> guest {}", f.guest);
+        }
+        std::thread::Builder::new()
+            .name("switch".into())
+            .spawn(move || {
+                let never = std::sync::atomic::AtomicBool::new(false);
+                if let Err(e) = switch.run(&never) {
+                    eprintln!("ftvm: the switch stopped: {e}");
+                }
+            })
+            .context("cannot start the switch thread")?;
+        args.net = Some(format!("switch:{}", socket.display()));
+        unlink.push(socket);
+    }
+    Ok(RedisSetup {
+        guest,
+        unlink_when_attached: unlink,
+    })
+}
+
 /// Parses sizes such as 256M, 1G, 65536.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -131,7 +235,15 @@ pub fn resolve(
     args: &GuestArgs,
     extra_append: &str,
 ) -> Result<(MachineConfig, Vec<String>, ftvm_host::IoBackends)> {
-    let default = if args.kernel.is_none() || args.firmware == "opensbi" {
+    let mut args = args.clone();
+    let redis = match args.guest {
+        GuestKind::Redis => Some(prepare_redis(&mut args)?),
+        GuestKind::Default => None,
+    };
+    let args = &args;
+    let default = if let Some(r) = &redis {
+        Some(r.guest.base.clone())
+    } else if args.kernel.is_none() || args.firmware == "opensbi" {
         Some(crate::image::default_guest(false)?)
     } else {
         None
@@ -174,6 +286,9 @@ pub fn resolve(
         cmdline.push_str(extra_append);
     }
     let (virtio, io) = devices(args)?;
+    if let Some(r) = redis {
+        r.attached();
+    }
     let config = MachineConfig {
         ram_size: args.memory,
         firmware,

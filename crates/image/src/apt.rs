@@ -71,7 +71,7 @@ impl AptRoot {
         self.root.join("update.log")
     }
 
-    fn run(&self, program: &str, args: &[&str]) -> Result<Output, ImageError> {
+    pub(crate) fn run(&self, program: &str, args: &[&str]) -> Result<Output, ImageError> {
         self.run_in(&self.archives, program, args)
     }
 

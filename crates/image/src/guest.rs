@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::apt::{self, AptRoot};
-use crate::manifest::{FIRMWARE, INITRD, KERNEL, Manifest, sha256_file, sha256_hex, write_atomic};
+use crate::manifest::{
+    FIRMWARE, INITRD, KERNEL, LAYOUT, Manifest, sha256_file, sha256_hex, write_atomic,
+};
 use crate::progress::Progress;
 use crate::{FetchOptions, GuestFiles, ImageError, build_initramfs, host_mirror};
 
@@ -28,6 +30,13 @@ fn current(guest_root: &Path) -> Cached {
     let dir = guest_root.join(version.trim());
     match Manifest::read(&dir) {
         Err(why) => Cached::Damaged(why, None),
+        Ok(m) if m.layout != LAYOUT => Cached::Damaged(
+            format!(
+                "built by another ftvm version (layout {}, this one builds {LAYOUT})",
+                m.layout
+            ),
+            Some(m),
+        ),
         Ok(m) => match m.verify(&dir) {
             Ok(files) => Cached::Good(files),
             Err(why) => Cached::Damaged(why, Some(m)),
@@ -90,6 +99,7 @@ pub fn ensure_default_guest(opts: &FetchOptions) -> Result<GuestFiles, ImageErro
         deb_sums.insert(name.into_owned(), sha256_file(deb)?);
     }
     let manifest = Manifest {
+        layout: LAYOUT,
         kernel_version: version.clone(),
         suite,
         files,

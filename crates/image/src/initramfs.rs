@@ -44,9 +44,20 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 {insmods}echo {BOOT_MARKER}
-case " $(cat /proc/cmdline) " in
+cmdline=" $(cat /proc/cmdline) "
+case "$cmdline" in
   *" ftvm.init=poweroff "*) poweroff -f ;;
 esac
+# ftvm.root=DEV: a root disk (the redis guest's) takes over, its own init run as PID 1.
+root=$(echo "$cmdline" | sed -n 's/.* ftvm\.root=\([^ ]*\) .*/\1/p')
+if [ -n "$root" ]; then
+  mkdir -p /newroot
+  if mount -t ext4 "$root" /newroot; then
+    for d in dev proc sys; do mount --move /$d /newroot/$d; done
+    exec switch_root /newroot /usr/sbin/ftvm-init
+  fi
+  echo "init: cannot mount the root disk $root; staying in the initramfs"
+fi
 cd /root
 HOME=/root setsid cttyhack sh -l
 poweroff -f
@@ -158,5 +169,6 @@ mod tests {
         let m = s.find(BOOT_MARKER).unwrap();
         assert!(a < b && b < m);
         assert!(s.contains("ftvm.init=poweroff"));
+        assert!(s.contains("switch_root /newroot /usr/sbin/ftvm-init"));
     }
 }

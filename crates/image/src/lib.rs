@@ -17,6 +17,7 @@ mod guest;
 mod initramfs;
 mod manifest;
 mod progress;
+mod redis;
 mod sources;
 
 use std::ffi::OsString;
@@ -27,6 +28,10 @@ use thiserror::Error;
 pub use cpio::CpioWriter;
 pub use guest::ensure_default_guest;
 pub use initramfs::{MODULES, build_initramfs};
+pub use redis::{
+    REDIS_APPEND, REDIS_GUEST_IP, REDIS_MARKER, REDIS_PORT, RedisGuest, copy_root_disk,
+    ensure_redis_guest,
+};
 pub use sources::{host_mirror, mirror_from_deb822, mirror_from_list};
 
 /// What /init prints once the guest's userland is up: tests and benchmarks wait for it.

@@ -14,11 +14,17 @@ pub const MANIFEST: &str = "manifest.json";
 pub const KERNEL: &str = "Image";
 pub const INITRD: &str = "initrd.cpio.gz";
 pub const FIRMWARE: &str = "fw_dynamic.bin";
+/// The build recipe's version: bumped whenever the initramfs (its /init) or the file set changes,
+/// so that a cache built by an older ftvm is rebuilt (from its cached .debs) rather than used.
+pub const LAYOUT: u32 = 2;
 /// The guest files every use checks.
 pub const FILES: [&str; 3] = [KERNEL, INITRD, FIRMWARE];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
+    /// How the guest files were built ([`LAYOUT`]); a guest of another layout is rebuilt.
+    #[serde(default)]
+    pub layout: u32,
     pub kernel_version: String,
     /// The suite the packages came from (`stable` unless it fell back).
     pub suite: String,
@@ -126,6 +132,7 @@ mod tests {
             files.insert(name.to_string(), sha256_hex(name.as_bytes()));
         }
         let m = Manifest {
+            layout: LAYOUT,
             kernel_version: "6.0-test".into(),
             suite: "stable".into(),
             files,
