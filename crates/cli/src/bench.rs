@@ -32,6 +32,9 @@ pub enum BenchCommand {
         #[arg(long)]
         no_qemu: bool,
     },
+    /// The redis guest: redis-benchmark SET/GET from the host through ftvm's forwarder and
+    /// through QEMU's user-mode network, and the guest's disk throughput (dd) on each.
+    Redis(crate::bench_redis::RedisBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -43,7 +46,7 @@ struct Row {
     instructions: Option<u64>,
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     s[s.len() / 2]
@@ -56,6 +59,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
             json,
             no_qemu,
         } => boot(reps.max(1), json, no_qemu),
+        BenchCommand::Redis(args) => crate::bench_redis::run(args),
     }
 }
 
