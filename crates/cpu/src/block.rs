@@ -1,8 +1,8 @@
 //! Pre-decoded basic blocks: the interpreter's fast path.
 //!
-//! A block is the straight-line run of instructions from one physical address up to and
-//! including the first control transfer or system instruction (at most one page, at most
-//! `MAX_OPS`). Instructions are decoded once into [`Op`]s with their fields extracted; common
+//! A block is the run of instructions from one physical address up to and including the first
+//! unconditional jump or system instruction (at most one page, at most `MAX_OPS`); a taken
+//! conditional branch leaves it early. Instructions are decoded once into [`Op`]s with their fields extracted; common
 //! integer, load and store instructions execute from the op directly, everything else goes
 //! through the general executor with the raw bits. Blocks are cached by physical address and
 //! hold no virtual addresses (pc-relative instructions read the live pc), so one block serves
@@ -105,22 +105,16 @@ pub(crate) struct Op {
     /// The op may set a run-loop event (MMIO, a store to code, anything the general executor
     /// runs): the block loop checks for one after it, and after no other op.
     pub may_event: bool,
+    /// A conditional branch: blocks run on past it, and the loop leaves the block when it is
+    /// taken. Half of a kernel's branches fall through, so this halves the block lookups.
+    pub cond_branch: bool,
 }
 
 impl Op {
     /// Whether the block must end after this op.
     fn ends_block(&self) -> bool {
         match self.kind {
-            Kind::Jal
-            | Kind::Jalr
-            | Kind::J
-            | Kind::Jr
-            | Kind::Beq
-            | Kind::Bne
-            | Kind::Blt
-            | Kind::Bge
-            | Kind::Bltu
-            | Kind::Bgeu => true,
+            Kind::Jal | Kind::Jalr | Kind::J | Kind::Jr => true,
             // SYSTEM (traps, xRET, CSRs, WFI, SFENCE), FENCE.I, and anything illegal.
             Kind::Other => matches!(self.insn & 0x7f, 0x73 | 0x0f) || self.insn == 0,
             _ => false,
@@ -265,6 +259,7 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
             kind,
             Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | Other
         ),
+        cond_branch: matches!(kind, Beq | Bne | Blt | Bge | Bltu | Bgeu),
     }
 }
 

@@ -311,6 +311,7 @@ impl Hart {
         let mut pc = self.s.pc;
         let mut icount = base;
         for op in &block.ops {
+            let fall_through = pc.wrapping_add(op.len as u64);
             match self.exec_op(op, pc, icount, ram, bus) {
                 Ok(next) => pc = next,
                 Err(t) => {
@@ -323,6 +324,9 @@ impl Hart {
             }
             icount += 1;
             if op.may_event && self.event != 0 {
+                break;
+            }
+            if op.cond_branch && pc != fall_through {
                 break;
             }
         }
