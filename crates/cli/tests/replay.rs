@@ -192,3 +192,59 @@ fn disk_io_and_entropy_replay_without_the_disk() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("Complete"), "{err}");
 }
+
+#[test]
+fn a_redis_guest_serving_host_clients_through_the_switch_replays_exactly() {
+    guest_ready();
+    let fetch = ftvm().args(["image", "fetch", "--redis"]).output().unwrap();
+    assert!(fetch.status.success(), "{}", text(&fetch.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tmp("redis.log");
+    let forward = format!("tcp:127.0.0.1:{port}=10.0.2.15:6379");
+    let mut s = common::Session::start(&[
+        "record",
+        "--guest",
+        "redis",
+        "--firmware",
+        "builtin",
+        "--forward",
+        &forward,
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    s.wait_for_after(0, "FTVM-REDIS-READY", 180);
+    // Host clients through the switch's forwarder: frames in both directions, disk writes
+    // (the append-only file), timers, and console input below.
+    let bench = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "set,get,incr",
+            "-n",
+            "300",
+            "-q",
+        ])
+        .output()
+        .expect("redis-benchmark (redis-tools) is installed");
+    assert!(
+        text(&bench.stdout).contains("INCR"),
+        "{}",
+        text(&bench.stderr)
+    );
+    let out = s.command("redis-cli get counter:__rand_int__; sync", "REDIS-DONE", 60);
+    assert!(out.contains("300"), "{out}");
+    s.send("poweroff");
+    assert!(s.wait(60).success());
+
+    // No network, no disk, no clock: every frame the guest sent, every disk write and every
+    // checkpoint is checked against the recording.
+    let out = replay(&log, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Complete"), "{err}");
+}
