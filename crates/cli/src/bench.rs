@@ -5,7 +5,7 @@
 //! lives only in benchmarks.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -114,24 +114,31 @@ fn ftvm_boot(firmware: &str, clock: ClockMode) -> Result<(f64, u64)> {
     }
 }
 
-fn qemu_boot(kernel: &Path, initrd: &Path, firmware: &Path) -> Result<f64> {
+/// QEMU's virt board booting `guest` the way ftvm does: 256 MiB, one hart, OpenSBI, console on
+/// stdio. The caller adds `-append` and devices.
+pub(crate) fn qemu_command(guest: &ftvm_image::GuestFiles) -> Command {
+    let mut cmd = Command::new("qemu-system-riscv64");
+    cmd.args([
+        "-M",
+        "virt",
+        "-m",
+        "256M",
+        "-smp",
+        "1",
+        "-nographic",
+        "-bios",
+    ])
+    .arg(&guest.firmware)
+    .arg("-kernel")
+    .arg(&guest.kernel)
+    .arg("-initrd")
+    .arg(&guest.initrd);
+    cmd
+}
+
+fn qemu_boot(files: &ftvm_image::GuestFiles) -> Result<f64> {
     let started = Instant::now();
-    let mut child = Command::new("qemu-system-riscv64")
-        .args([
-            "-M",
-            "virt",
-            "-m",
-            "256M",
-            "-smp",
-            "1",
-            "-nographic",
-            "-bios",
-        ])
-        .arg(firmware)
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
+    let mut child = qemu_command(files)
         .arg("-append")
         .arg(format!("{} ftvm.init=poweroff", guest::DEFAULT_APPEND))
         .stdin(Stdio::null())
@@ -211,7 +218,7 @@ fn boot(reps: usize, json: Option<PathBuf>, no_qemu: bool) -> Result<()> {
             instructions: None,
         };
         for rep in 0..reps {
-            let secs = qemu_boot(&files.kernel, &files.initrd, &files.firmware)?;
+            let secs = qemu_boot(&files)?;
             eprintln!("bench boot: QEMU: rep {} {secs:.2} s", rep + 1);
             row.seconds.push(secs);
         }

@@ -146,33 +146,17 @@ fn ftvm_command(disk: &Path, port: u16) -> Result<Command> {
 }
 
 fn qemu_command(guest: &ftvm_image::RedisGuest, disk: &Path, port: u16) -> Command {
-    let b = &guest.base;
-    let mut cmd = Command::new("qemu-system-riscv64");
-    cmd.args([
-        "-M",
-        "virt",
-        "-m",
-        "256M",
-        "-smp",
-        "1",
-        "-nographic",
-        "-bios",
-    ])
-    .arg(&b.firmware)
-    .arg("-kernel")
-    .arg(&b.kernel)
-    .arg("-initrd")
-    .arg(&b.initrd)
-    .args(["-append", ftvm_image::REDIS_APPEND])
-    .arg("-drive")
-    .arg(format!("file={},if=none,id=d,format=raw", disk.display()))
-    .args(["-device", "virtio-blk-device,drive=d"])
-    .arg("-netdev")
-    .arg(format!(
-        "user,id=n,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:6379"
-    ))
-    .args(["-device", "virtio-net-device,netdev=n"])
-    .args(["-device", "virtio-rng-device"]);
+    let mut cmd = crate::bench::qemu_command(&guest.base);
+    cmd.args(["-append", ftvm_image::REDIS_APPEND])
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=d,format=raw", disk.display()))
+        .args(["-device", "virtio-blk-device,drive=d"])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:6379"
+        ))
+        .args(["-device", "virtio-net-device,netdev=n"])
+        .args(["-device", "virtio-rng-device"]);
     cmd
 }
 

@@ -147,14 +147,6 @@ impl Drop for SwitchProcess {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Boots a guest on the switch with `ip` on eth0.
 fn boot_on_switch(sw: &SwitchProcess, mac: &str, ip: &str) -> Session {
     let net = sw.net_arg();

@@ -198,11 +198,7 @@ fn a_redis_guest_serving_host_clients_through_the_switch_replays_exactly() {
     guest_ready();
     let fetch = ftvm().args(["image", "fetch", "--redis"]).output().unwrap();
     assert!(fetch.status.success(), "{}", text(&fetch.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let log = tmp("redis.log");
     let forward = format!("tcp:127.0.0.1:{port}=10.0.2.15:6379");
     let mut s = common::Session::start(&[
