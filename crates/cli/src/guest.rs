@@ -47,7 +47,8 @@ pub struct GuestArgs {
     /// No virtio-rng entropy device (the guest then gathers entropy from timing, slowly).
     #[arg(long)]
     pub no_rng: bool,
-    /// A virtio-net NIC on a switch: `switch:SOCKET` (the socket `ftvm switch` serves).
+    /// A virtio-net NIC: `switch:SOCKET` (the socket `ftvm switch` serves) or `tap:NAME` (a TAP
+    /// device on the host, e.g. in a bridge; created if absent, which needs root).
     #[arg(long)]
     pub net: Option<String>,
     /// The NIC's MAC address.
@@ -111,10 +112,13 @@ pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host:
         )));
     }
     if let Some(net) = &args.net {
-        let Some(path) = net.strip_prefix("switch:") else {
-            bail!("--net {net}: expected switch:SOCKET (TAP is not supported yet)");
+        let port = if let Some(path) = net.strip_prefix("switch:") {
+            ftvm_net::Port::connect(std::path::Path::new(path))?
+        } else if let Some(name) = net.strip_prefix("tap:") {
+            ftvm_net::Port::tap(name)?
+        } else {
+            bail!("--net {net}: expected switch:SOCKET or tap:NAME");
         };
-        let port = ftvm_net::Port::connect(std::path::Path::new(path))?;
         io.nets.insert(devices.len() as u8, port);
         devices.push(ftvm_virtio::Device::Net(ftvm_virtio::Net { mac: args.mac }));
     }

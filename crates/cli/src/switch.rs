@@ -15,15 +15,29 @@ pub struct SwitchArgs {
     /// `tcp:127.0.0.1:6379=10.0.2.15:6379`. Repeatable.
     #[arg(long)]
     pub forward: Vec<Forward>,
+    /// Connect the switch to the host's network through a TAP device: `tap:NAME` (put NAME in
+    /// a bridge with a physical NIC to reach VMs on other hosts).
+    #[arg(long)]
+    pub uplink: Option<String>,
 }
 
 pub fn run(args: SwitchArgs) -> Result<()> {
     let mut cfg = SwitchConfig::new(args.socket.clone());
     cfg.forwards = args.forward.clone();
+    if let Some(up) = &args.uplink {
+        let Some(name) = up.strip_prefix("tap:") else {
+            anyhow::bail!("--uplink {up}: expected tap:NAME");
+        };
+        cfg.uplink = Some(name.to_string());
+    }
     let mut switch = Switch::bind(&cfg).context("cannot start the switch")?;
     eprintln!(
-        "ftvm switch: serving {} (gateway 10.0.2.2, {})",
+        "ftvm switch: serving {} (gateway 10.0.2.2, {}{})",
         args.socket.display(),
+        match &cfg.uplink {
+            Some(name) => format!("uplink TAP {name}, "),
+            None => String::new(),
+        },
         if args.forward.is_empty() {
             "no forwards".to_string()
         } else {

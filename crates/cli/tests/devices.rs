@@ -221,3 +221,57 @@ fn two_vms_on_one_switch_reach_each_other_and_a_killed_vm_leaves_the_rest_served
         assert!(vm.wait(60).success());
     }
 }
+
+#[test]
+fn a_guest_on_a_tap_device_serves_the_host_network() {
+    // Needs root (to make the TAP device); CI runs as root, so there it always runs.
+    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("TAP test not run: needs root and /dev/net/tun");
+        return;
+    }
+    guest_ready();
+    let name = format!("fte{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| {
+        let ok = Command::new("ip").args(args).status();
+        assert!(ok.is_ok_and(|s| s.success()), "ip {args:?} failed");
+    };
+    ip(&["tuntap", "add", "dev", &name, "mode", "tap"]);
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _remove = Remove(name.clone());
+    ip(&["addr", "add", "10.215.0.1/24", "dev", &name]);
+    ip(&["link", "set", &name, "up"]);
+
+    let net = format!("tap:{name}");
+    let mut vm = Session::start(&["run", "--firmware", "builtin", "--net", &net]);
+    vm.wait_for_after(0, MARKER, 120);
+    vm.wait_for_after(0, "# ", 60);
+    let out = vm.command(
+        "ip addr add 10.215.0.2/24 dev eth0 && ip link set eth0 up && ping -c 1 -W 5 10.215.0.1",
+        "TAP-UP",
+        60,
+    );
+    assert!(
+        out.contains("1 packets received"),
+        "the host did not answer:\n{out}"
+    );
+    vm.command("(nc -ll -p 7 -e cat &)", "ECHO-UP", 30);
+
+    // The host kernel's own TCP stack, no ftvm process in between.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("10.215.0.2", 7)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let msg: Vec<u8> = (0..16 << 10).map(|i| b'a' + (i % 26) as u8).collect();
+    conn.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert!(back == msg, "the echo differs");
+    drop(conn);
+    vm.send("poweroff -f");
+    assert!(vm.wait(60).success());
+}

@@ -63,6 +63,8 @@ pub struct SwitchConfig {
     pub socket_path: PathBuf,
     pub forwards: Vec<Forward>,
     pub gateway: Gateway,
+    /// A TAP device that connects the switch to the host's network (a bridge), if any.
+    pub uplink: Option<String>,
 }
 
 impl SwitchConfig {
@@ -71,6 +73,7 @@ impl SwitchConfig {
             socket_path,
             forwards: Vec::new(),
             gateway: Gateway::default(),
+            uplink: None,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Job: a learning L2 Ethernet switch, run as its own process (`ftvm switch`), that VM NICs join
 //! over a local `SOCK_SEQPACKET` socket ([`Port`]), with a built-in gateway (a user-space TCP/IP
-//! stack) that forwards host ports to guest services.
+//! stack) that forwards host ports to guest services; TAP devices connect a NIC or the switch to
+//! the host's own network (a bridge) for deployments across hosts.
 //!
 //! Invariants: a frame goes to the port its destination MAC was last seen on, or floods when
 //! unknown or multicast, so a VM that announces its MAC from a new port (a backup going live)
@@ -16,6 +17,7 @@ mod gateway;
 mod port;
 mod switch;
 mod table;
+mod tap;
 
 #[cfg(test)]
 mod tests;
@@ -28,6 +30,7 @@ pub use config::{Forward, Gateway, SwitchConfig};
 pub use port::{MAX_FRAME, Port, pair, wait_readable};
 pub use switch::{Switch, SwitchStats, run_switch};
 pub use table::{Dest, MacTable, PortId};
+pub use tap::Tap;
 
 #[derive(Debug, Error)]
 pub enum NetError {
@@ -41,6 +44,10 @@ pub enum NetError {
     InUse(PathBuf),
     #[error("cannot listen on the forwarded host address {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
+    #[error(
+        "cannot attach to the TAP device {0}: {1} (creating one needs root or CAP_NET_ADMIN; or make it first with `ip tuntap add {0} mode tap user $USER`)"
+    )]
+    Tap(String, std::io::Error),
     #[error("the switch closed the connection")]
     Closed,
 }

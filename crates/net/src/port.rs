@@ -1,4 +1,4 @@
-//! The link between a VM's NIC and the switch: a Unix `SOCK_SEQPACKET` socket.
+//! The link between a VM's NIC and the switch: a Unix `SOCK_SEQPACKET` socket (or a TAP device).
 //!
 //! One message is one Ethernet frame, delivered whole or not at all, so a VM process that dies
 //! mid-frame leaves nothing half-written for the switch to misparse; end of file tells the switch
@@ -17,6 +17,7 @@ use nix::sys::socket::{
 };
 
 use crate::NetError;
+use crate::tap::Tap;
 
 /// The largest frame carried (jumbo frames included); larger messages are dropped.
 pub const MAX_FRAME: usize = 65_550;
@@ -72,10 +73,46 @@ pub(crate) fn recv_frame(fd: RawFd, buf: &mut [u8]) -> Recv {
     }
 }
 
-/// A VM's connection to the switch.
+/// What carries frames: a SEQPACKET socket (switch and VM, the two ends of a switch port) or a
+/// TAP device.
+#[derive(Debug)]
+pub(crate) enum Link {
+    Socket(OwnedFd),
+    Tap(Tap),
+}
+
+impl Link {
+    pub fn send(&self, frame: &[u8]) -> bool {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
+            return false;
+        }
+        match self {
+            Link::Socket(fd) => send_frame(fd.as_raw_fd(), frame),
+            Link::Tap(t) => t.send(frame),
+        }
+    }
+
+    pub fn recv(&self, buf: &mut [u8]) -> Recv {
+        match self {
+            Link::Socket(fd) => recv_frame(fd.as_raw_fd(), buf),
+            Link::Tap(t) => t.recv(buf),
+        }
+    }
+}
+
+impl AsFd for Link {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Link::Socket(fd) => fd.as_fd(),
+            Link::Tap(t) => t.as_fd(),
+        }
+    }
+}
+
+/// A VM NIC's link to the outside: a switch port, or a TAP device.
 #[derive(Debug)]
 pub struct Port {
-    fd: OwnedFd,
+    link: Link,
     buf: Vec<u8>,
 }
 
@@ -85,29 +122,35 @@ impl Port {
         let fd = seqpacket()?;
         let addr = UnixAddr::new(path).map_err(|e| NetError::Socket("socket path", e))?;
         connect(fd.as_raw_fd(), &addr).map_err(|e| NetError::Connect(path.to_path_buf(), e))?;
-        Ok(Port {
-            fd,
-            buf: vec![0; MAX_FRAME + 1],
-        })
+        Ok(Port::from_link(Link::Socket(fd)))
     }
 
-    /// Wraps a connected socket (one end of a socketpair, in tests).
-    pub(crate) fn from_fd(fd: OwnedFd) -> Port {
+    /// The TAP device `name` (created if absent), for a NIC bridged by the host.
+    pub fn tap(name: &str) -> Result<Port, NetError> {
+        Ok(Port::from_link(Link::Tap(Tap::open(name)?)))
+    }
+
+    fn from_link(link: Link) -> Port {
         Port {
-            fd,
+            link,
             buf: vec![0; MAX_FRAME + 1],
         }
     }
 
+    /// Wraps a connected socket (one end of a socketpair, in tests).
+    pub(crate) fn from_fd(fd: OwnedFd) -> Port {
+        Port::from_link(Link::Socket(fd))
+    }
+
     /// Sends a frame; false if it was dropped.
     pub fn send(&self, frame: &[u8]) -> bool {
-        (MIN_FRAME..=MAX_FRAME).contains(&frame.len()) && send_frame(self.fd.as_raw_fd(), frame)
+        self.link.send(frame)
     }
 
     /// The next frame, if one is waiting; `Err(Closed)` once the switch is gone.
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>, NetError> {
         loop {
-            match recv_frame(self.fd.as_raw_fd(), &mut self.buf) {
+            match self.link.recv(&mut self.buf) {
                 Recv::Frame(f) => return Ok(Some(f)),
                 Recv::Empty => return Ok(None),
                 Recv::Closed => return Err(NetError::Closed),
@@ -121,19 +164,19 @@ impl Port {
         if let Some(f) = self.try_recv()? {
             return Ok(Some(f));
         }
-        wait_readable(&[self.fd.as_fd()], timeout);
+        wait_readable(&[self.link.as_fd()], timeout);
         self.try_recv()
     }
 
     /// Whether a frame (or the end) is waiting.
     pub fn readable(&self) -> bool {
-        wait_readable(&[self.fd.as_fd()], Duration::ZERO)
+        wait_readable(&[self.link.as_fd()], Duration::ZERO)
     }
 }
 
 impl AsFd for Port {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.link.as_fd()
     }
 }
 

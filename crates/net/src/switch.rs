@@ -11,7 +11,7 @@ use nix::sys::socket::{Backlog, SockFlag, UnixAddr, accept4, bind, listen};
 use crate::NetError;
 use crate::config::SwitchConfig;
 use crate::gateway::GatewayStack;
-use crate::port::{self, MAX_FRAME, Recv};
+use crate::port::{self, Link, MAX_FRAME, Recv};
 use crate::table::{Dest, MacTable, PortId};
 
 /// The gateway's port number; VM ports count up from 1.
@@ -34,7 +34,9 @@ pub struct SwitchStats {
 
 pub struct Switch {
     listener: OwnedFd,
-    ports: BTreeMap<PortId, OwnedFd>,
+    ports: BTreeMap<PortId, Link>,
+    /// The TAP uplink's port, if there is one.
+    uplink: Option<PortId>,
     next_port: PortId,
     table: MacTable,
     gateway: GatewayStack,
@@ -58,10 +60,20 @@ impl Switch {
         bind(listener.as_raw_fd(), &addr).map_err(|e| NetError::Bind(path.clone(), e))?;
         listen(&listener, Backlog::new(64).unwrap_or(Backlog::MAXCONN))
             .map_err(|e| NetError::Bind(path.clone(), e))?;
+        let mut ports = BTreeMap::new();
+        let mut next_port = 1;
+        let mut uplink = None;
+        if let Some(name) = &cfg.uplink {
+            // The host's network is one more port: MACs behind it are learned like a VM's.
+            ports.insert(next_port, Link::Tap(crate::tap::Tap::open(name)?));
+            uplink = Some(next_port);
+            next_port += 1;
+        }
         Ok(Switch {
             listener,
-            ports: BTreeMap::new(),
-            next_port: 1,
+            ports,
+            uplink,
+            next_port,
             table: MacTable::default(),
             gateway: GatewayStack::new(&cfg.gateway, &cfg.forwards)?,
             buf: vec![0; MAX_FRAME + 1],
@@ -91,7 +103,7 @@ impl Switch {
             fds.extend(
                 self.ports
                     .values()
-                    .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+                    .map(|link| PollFd::new(link.as_fd(), PollFlags::POLLIN)),
             );
             fds.extend(
                 self.gateway
@@ -119,7 +131,7 @@ impl Switch {
         ) {
             let fd = port::owned(fd);
             port::tune(&fd);
-            self.ports.insert(self.next_port, fd);
+            self.ports.insert(self.next_port, Link::Socket(fd));
             self.next_port += 1;
             self.stats.ports_connected += 1;
         }
@@ -127,16 +139,20 @@ impl Switch {
 
     fn drain(&mut self, id: PortId) {
         for _ in 0..BURST {
-            let Some(fd) = self.ports.get(&id) else {
+            let Some(link) = self.ports.get(&id) else {
                 return;
             };
-            match port::recv_frame(fd.as_raw_fd(), &mut self.buf) {
+            match link.recv(&mut self.buf) {
                 Recv::Frame(frame) => self.forward(frame, id),
                 Recv::Empty => return,
                 Recv::Malformed(_) => self.stats.malformed += 1,
                 Recv::Closed => {
                     // The VM is gone (killed mid-traffic, or powered off): forget it, serve on.
+                    // (A TAP uplink that fails is dropped the same way.)
                     self.ports.remove(&id);
+                    if self.uplink == Some(id) {
+                        self.uplink = None;
+                    }
                     self.table.forget_port(id);
                     self.stats.ports_gone += 1;
                     return;
@@ -166,10 +182,7 @@ impl Switch {
     }
 
     fn send(&mut self, to: PortId, frame: &[u8]) {
-        let sent = self
-            .ports
-            .get(&to)
-            .is_some_and(|fd| port::send_frame(fd.as_raw_fd(), frame));
+        let sent = self.ports.get(&to).is_some_and(|link| link.send(frame));
         if !sent {
             self.stats.dropped += 1;
         }
@@ -182,7 +195,7 @@ impl Switch {
 
     /// VM ports connected now.
     pub fn ports(&self) -> usize {
-        self.ports.len()
+        self.ports.len() - usize::from(self.uplink.is_some())
     }
 
     /// The port a MAC was last seen on.

@@ -291,3 +291,101 @@ fn a_second_switch_on_the_same_socket_is_refused() {
     let err = Switch::bind(&SwitchConfig::new(path)).err().unwrap();
     assert!(err.to_string().contains("already serving"), "{err}");
 }
+
+/// A TAP device named for this test, with `addr` on the host side; removed on drop. `None`
+/// (and a note) where this process may not make one: CI runs as root, so there it always runs.
+struct HostTap(String);
+
+impl HostTap {
+    fn name(tag: &str) -> Option<String> {
+        if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+            eprintln!("TAP test not run: needs root and /dev/net/tun");
+            return None;
+        }
+        Some(format!("ft{tag}{}", std::process::id() % 100_000))
+    }
+
+    /// Gives the (already attached) device `name` the host address `addr` and brings it up.
+    fn configure(name: &str, addr: &str) -> HostTap {
+        for args in [
+            vec!["addr", "add", addr, "dev", name],
+            vec!["link", "set", name, "up"],
+        ] {
+            let ok = std::process::Command::new("ip").args(&args).status();
+            assert!(ok.is_ok_and(|s| s.success()), "ip {args:?} failed");
+        }
+        HostTap(name.to_string())
+    }
+}
+
+impl Drop for HostTap {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// An ARP request from `mac`/`ip` for `target`.
+fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = BCAST.to_vec();
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f.resize(60, 0);
+    f
+}
+
+fn is_arp_reply_from(f: &[u8], ip: [u8; 4]) -> bool {
+    f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == ip
+}
+
+#[test]
+fn a_nic_on_a_tap_device_talks_to_the_host_kernel() {
+    let Some(name) = HostTap::name("n") else {
+        return;
+    };
+    let mut port = Port::tap(&name).unwrap();
+    let _host = HostTap::configure(&name, "10.213.0.1/24");
+    let deadline = StdInstant::now() + Duration::from_secs(10);
+    loop {
+        assert!(port.send(&arp_request(A, [10, 213, 0, 2], [10, 213, 0, 1])));
+        let got = recv(&mut port);
+        if got.is_some_and(|f| is_arp_reply_from(&f, [10, 213, 0, 1])) {
+            break;
+        }
+        assert!(StdInstant::now() < deadline, "the host never answered ARP");
+    }
+}
+
+#[test]
+fn the_switch_uplink_bridges_vms_to_the_host_network() {
+    let Some(name) = HostTap::name("u") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switch.sock");
+    let mut cfg = SwitchConfig::new(path.clone());
+    cfg.uplink = Some(name.clone());
+    let mut sw = Switch::bind(&cfg).unwrap();
+    let _host = HostTap::configure(&name, "10.214.0.1/24");
+    let mut vm = Port::connect(&path).unwrap();
+    turns(&mut sw, 2);
+    assert_eq!(sw.ports(), 1, "the uplink is not counted as a VM");
+    let deadline = StdInstant::now() + Duration::from_secs(10);
+    loop {
+        assert!(vm.send(&arp_request(B, [10, 214, 0, 2], [10, 214, 0, 1])));
+        turns(&mut sw, 4);
+        let got = recv(&mut vm);
+        if got.is_some_and(|f| is_arp_reply_from(&f, [10, 214, 0, 1])) {
+            break;
+        }
+        assert!(
+            StdInstant::now() < deadline,
+            "no ARP reply through the uplink"
+        );
+    }
+}
