@@ -1,8 +1,8 @@
 //! Pre-decoded basic blocks: the interpreter's fast path.
 //!
 //! A block is the run of instructions from one physical address up to and including the first
-//! unconditional jump or system instruction (at most one page, at most `MAX_OPS`); a taken
-//! conditional branch leaves it early. Instructions are decoded once into [`Op`]s with their fields extracted; common
+//! indirect jump, jump out of the page or system instruction (at most `MAX_OPS`), following
+//! direct jumps and calls within the page; a taken conditional branch leaves it early. Instructions are decoded once into [`Op`]s with their fields extracted; common
 //! integer, load and store instructions execute from the op directly, everything else goes
 //! through the general executor with the raw bits. Blocks are cached by physical address and
 //! hold no virtual addresses (pc-relative instructions read the live pc), so one block serves
@@ -102,13 +102,17 @@ pub(crate) struct Op {
     pub insn: u32,
     /// The original bits (16-bit for compressed) for illegal-instruction reports.
     pub raw: u32,
-    /// The op may set a run-loop event (MMIO, a store to code, anything the general executor
-    /// runs): the block loop checks for one after it, and after no other op.
-    pub may_event: bool,
-    /// A conditional branch: blocks run on past it, and the loop leaves the block when it is
-    /// taken. Half of a kernel's branches fall through, so this halves the block lookups.
-    pub cond_branch: bool,
+    /// What the block loop must check after this op ([`MAY_EVENT`], [`COND_BRANCH`]); zero for
+    /// most ops, which then cost one test.
+    pub checks: u8,
 }
+
+/// The op may set a run-loop event (MMIO, a store to code, anything the general executor
+/// runs): the block loop checks for one after it, and after no other op.
+pub(crate) const MAY_EVENT: u8 = 1;
+/// A conditional branch: blocks run on past it, and the loop leaves the block when it is
+/// taken. Half of a kernel's branches fall through, so this halves the block lookups.
+pub(crate) const COND_BRANCH: u8 = 2;
 
 impl Op {
     /// Whether the block must end after this op.
@@ -255,11 +259,16 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
         imm,
         insn,
         raw,
-        may_event: matches!(
+        checks: if matches!(
             kind,
             Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | Other
-        ),
-        cond_branch: matches!(kind, Beq | Bne | Blt | Bge | Bltu | Bgeu),
+        ) {
+            MAY_EVENT
+        } else if matches!(kind, Beq | Bne | Blt | Bge | Bltu | Bgeu) {
+            COND_BRANCH
+        } else {
+            0
+        },
     }
 }
 
@@ -332,7 +341,8 @@ impl Hart {
         let table = crate::compressed::table();
         let mut ops = Vec::new();
         let mut at = off;
-        let page_end = (off | 0xfff) + 1;
+        let page_start = off & !0xfff;
+        let page_end = page_start + 0x1000;
         while ops.len() < MAX_OPS && at + 2 <= page_end {
             let lo = ram.load_at(at, 2) as u32;
             let op = if lo & 3 == 3 {
@@ -344,11 +354,21 @@ impl Hart {
             } else {
                 decode(table[lo as usize], lo, 2)
             };
-            at += op.len as usize;
             let end = op.ends_block();
+            // A direct jump or call within the page: the block goes on at its target (ops read
+            // the live pc, so they are right there too). Anything else that ends a block does.
+            let next = if matches!(op.kind, Kind::J | Kind::Jal) {
+                Some((at as i64).wrapping_add(op.imm) as usize)
+                    .filter(|&t| t >= page_start && t < page_end)
+            } else if end {
+                None
+            } else {
+                Some(at + op.len as usize)
+            };
             ops.push(op);
-            if end {
-                break;
+            match next {
+                Some(t) => at = t,
+                None => break,
             }
         }
         ram.mark_code(off >> 12);

@@ -323,10 +323,10 @@ impl Hart {
                 }
             }
             icount += 1;
-            if op.may_event && self.event != 0 {
-                break;
-            }
-            if op.cond_branch && pc != fall_through {
+            if op.checks != 0
+                && ((op.checks == crate::block::MAY_EVENT && self.event != 0)
+                    || (op.checks == crate::block::COND_BRANCH && pc != fall_through))
+            {
                 break;
             }
         }
