@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// The redis guest: redis-benchmark SET/GET from the host through ftvm's forwarder and
     /// through QEMU's user-mode network, and the guest's disk throughput (dd) on each.
     Redis(crate::bench_redis::RedisBench),
+    /// Record and replay: log bandwidth (boot, idle, redis-benchmark), recording overhead,
+    /// replay speed, and QEMU's record-mode log for the same boot.
+    Replay(crate::bench_replay::ReplayBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +63,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
             no_qemu,
         } => boot(reps.max(1), json, no_qemu),
         BenchCommand::Redis(args) => crate::bench_redis::run(args),
+        BenchCommand::Replay(args) => crate::bench_replay::run(args),
     }
 }
 

@@ -47,14 +47,14 @@ struct Row {
 }
 
 /// A booted guest: the process, its console input, and everything it printed.
-struct Guest {
+pub(crate) struct Guest {
     child: Child,
     stdin: ChildStdin,
     out: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Guest {
-    fn start(mut cmd: Command) -> Result<Guest> {
+    pub(crate) fn start(mut cmd: Command) -> Result<Guest> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -83,7 +83,7 @@ impl Guest {
     }
 
     /// Waits until `needle` appears after byte `from` of the console; its end offset.
-    fn wait_for(&self, from: usize, needle: &str, limit: Duration) -> Result<usize> {
+    pub(crate) fn wait_for(&self, from: usize, needle: &str, limit: Duration) -> Result<usize> {
         let start = Instant::now();
         loop {
             let t = self.text();
@@ -102,15 +102,21 @@ impl Guest {
     }
 
     /// Runs a shell command on the console; returns what it printed.
-    fn command(&mut self, cmd: &str, limit: Duration) -> Result<String> {
+    pub(crate) fn command(&mut self, cmd: &str, limit: Duration) -> Result<String> {
         let from = self.out.lock().expect("console buffer").len();
         writeln!(self.stdin, "{cmd}; echo BENCH-''STEP-DONE")?;
         let end = self.wait_for(from, "BENCH-STEP-DONE", limit)?;
         Ok(self.text()[from..end].to_string())
     }
 
-    fn poweroff(mut self) {
-        let _ = writeln!(self.stdin, "poweroff");
+    pub(crate) fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Types `cmd` (`poweroff`, or `poweroff -f` where init ignores the signal) and waits for
+    /// the guest to end, killing it after 30 s.
+    pub(crate) fn poweroff(mut self, cmd: &str) {
+        let _ = writeln!(self.stdin, "{cmd}");
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -130,7 +136,7 @@ impl Drop for Guest {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -161,7 +167,7 @@ fn qemu_command(guest: &ftvm_image::RedisGuest, disk: &Path, port: u16) -> Comma
 }
 
 /// SET and GET requests per second from `redis-benchmark --csv`.
-fn redis_benchmark(port: u16, requests: u32, clients: u32) -> Result<(f64, f64)> {
+pub(crate) fn redis_benchmark(port: u16, requests: u32, clients: u32) -> Result<(f64, f64)> {
     let mut child = Command::new("redis-benchmark")
         .args(["-p", &port.to_string(), "-t", "set,get", "--csv"])
         .args(["-n", &requests.to_string(), "-c", &clients.to_string()])
@@ -236,7 +242,7 @@ fn one(cmd: Command, port: u16, args: &RedisBench) -> Result<(f64, f64, f64, f64
     let parse =
         |out: &str| parse_dd(out).with_context(|| format!("cannot read dd's rate in:\n{out}"));
     let (w, r) = (parse(&w)?, parse(&r)?);
-    guest.poweroff();
+    guest.poweroff("poweroff");
     Ok((boot, set, get, w, r))
 }
 
