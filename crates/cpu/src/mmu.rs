@@ -20,10 +20,17 @@ pub(crate) enum Access {
     Fetch = 2,
 }
 
-pub(crate) struct Tlb {
-    tag: Vec<u64>,
+/// Tag and page offset side by side: a hit reads one cache line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    tag: u64,
     /// RAM offset of the page.
-    off: Vec<usize>,
+    off: usize,
+}
+
+pub(crate) struct Tlb {
+    /// Fixed-size, so the masked index needs no bounds check.
+    entries: Box<[Entry; 3 * TLB_SIZE]>,
     /// The page the last fetch came from: (vpn, RAM offset), or vpn u64::MAX.
     fetch_vpn: u64,
     fetch_off: usize,
@@ -32,15 +39,14 @@ pub(crate) struct Tlb {
 impl Tlb {
     pub fn new() -> Tlb {
         Tlb {
-            tag: vec![0; 3 * TLB_SIZE],
-            off: vec![0; 3 * TLB_SIZE],
+            entries: Box::new([Entry::default(); 3 * TLB_SIZE]),
             fetch_vpn: u64::MAX,
             fetch_off: 0,
         }
     }
 
     pub fn flush(&mut self) {
-        self.tag.fill(0);
+        self.entries.fill(Entry::default());
         self.flush_fetch();
     }
 
@@ -61,13 +67,16 @@ impl Tlb {
     #[inline(always)]
     fn get(&self, kind: Access, vaddr: u64, ctx: u64) -> Option<usize> {
         let i = Self::slot(kind, vaddr);
-        (self.tag[i] == Self::key(vaddr, ctx)).then(|| self.off[i])
+        let e = self.entries[i];
+        (e.tag == Self::key(vaddr, ctx)).then_some(e.off)
     }
 
     fn put(&mut self, kind: Access, vaddr: u64, ctx: u64, page_off: usize) {
         let i = Self::slot(kind, vaddr);
-        self.tag[i] = Self::key(vaddr, ctx);
-        self.off[i] = page_off;
+        self.entries[i] = Entry {
+            tag: Self::key(vaddr, ctx),
+            off: page_off,
+        };
     }
 }
 
