@@ -13,11 +13,10 @@ use crate::hart::{Hart, Trap};
 use crate::{Bus, Ram};
 
 pub(crate) const MAX_OPS: usize = 64;
-/// 256K slots (8 MiB): a network-heavy guest's hot code (kernel TCP/IP, virtio, redis, libc)
-/// thrashed 16K slots, re-decoding a block every ~250 instructions; at 256K redis-benchmark
-/// runs 16% faster and re-decodes five times less.
-const CACHE_BITS: u32 = 18;
-const CACHE_SIZE: usize = 1 << CACHE_BITS;
+/// 64K sets of two ways (2 MiB of slots). A network-heavy guest's hot code (kernel TCP/IP,
+/// virtio, redis, libc) thrashed a direct-mapped table of 16K, re-decoding a block every ~250
+/// instructions.
+const SETS: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -272,66 +271,93 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
     }
 }
 
-pub(crate) struct Block {
-    /// RAM offset of the first instruction; `EMPTY` for a free slot.
-    pub start: usize,
-    pub ops: Vec<Op>,
+/// One cached block: where it starts and where its ops lie in the arena. 16 bytes, so a set of
+/// two ways is one half of a cache line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// RAM offset of the first instruction plus one; 0 for a free way.
+    start: usize,
+    /// Index of the first op in the arena.
+    at: u32,
+    len: u32,
 }
 
-const EMPTY: usize = usize::MAX;
+/// Ops the arena holds before it is emptied (and every block decoded again): 24 MiB.
+const ARENA_MAX: usize = 1 << 20;
 
-/// Decoded blocks by RAM offset, direct-mapped. Blocks live in the slots themselves (no
-/// reference counting, one pointer less to chase per block); the run loop takes the cache out
-/// of the hart while it executes, which is what lets a block be borrowed during execution.
+/// Decoded blocks by RAM offset: a two-way set-associative table of small slots over one arena
+/// of ops. Blocks decoded together (a hot path) sit together in the arena, and the table is a
+/// quarter of what one slot per block with its own allocation took: a network-heavy guest's hot
+/// kernel code does not fit in the host's caches, and each block's lookup used to wait on two
+/// cache misses (its slot, then its separately allocated ops). Invalidated blocks leave their
+/// ops behind until the arena is full, then everything is dropped at once. The run loop takes
+/// the cache out of the hart while it executes, which lets a block be borrowed meanwhile.
 #[derive(Default)]
 pub(crate) struct BlockCache {
-    slots: Vec<Block>,
+    slots: Vec<Slot>,
+    arena: Vec<Op>,
 }
 
 impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
-            slots: (0..CACHE_SIZE)
-                .map(|_| Block {
-                    start: EMPTY,
-                    ops: Vec::new(),
-                })
-                .collect(),
+            slots: vec![Slot::default(); 2 * SETS],
+            arena: Vec::with_capacity(ARENA_MAX),
         }
     }
 
+    /// The first way of the set for `off`. Blocks start on 2-byte boundaries; two that start
+    /// 2 bytes apart share a set, which is what its second way is for.
     #[inline(always)]
-    fn slot(off: usize) -> usize {
-        (off >> 1) & (CACHE_SIZE - 1)
+    fn set(off: usize) -> usize {
+        ((off >> 2) & (SETS - 1)) * 2
     }
 
     #[inline(always)]
-    pub fn get(&self, off: usize) -> Option<&Block> {
-        let b = &self.slots[Self::slot(off)];
-        (b.start == off).then_some(b)
+    pub fn get(&self, off: usize) -> Option<&[Op]> {
+        let i = Self::set(off);
+        let key = off + 1;
+        let s = if self.slots[i].start == key {
+            self.slots[i]
+        } else if self.slots[i + 1].start == key {
+            self.slots[i + 1]
+        } else {
+            return None;
+        };
+        self.arena.get(s.at as usize..(s.at + s.len) as usize)
     }
 
-    pub fn insert(&mut self, start: usize, ops: Vec<Op>) {
-        self.slots[Self::slot(start)] = Block { start, ops };
+    pub fn insert(&mut self, start: usize, ops: &[Op]) {
+        if self.arena.len() + ops.len() > ARENA_MAX {
+            self.flush();
+        }
+        let i = Self::set(start);
+        // The newest block takes the first way; the one it displaces keeps the second.
+        self.slots[i + 1] = self.slots[i];
+        self.slots[i] = Slot {
+            start: start + 1,
+            at: self.arena.len() as u32,
+            len: ops.len() as u32,
+        };
+        self.arena.extend_from_slice(ops);
     }
 
     /// Drops every block starting in page `page` (by RAM offset / 4096).
     pub fn invalidate_page(&mut self, page: usize) {
         let first = page << 12;
-        for off in (first..first + 4096).step_by(2) {
-            let b = &mut self.slots[Self::slot(off)];
-            if b.start != EMPTY && b.start >> 12 == page {
-                b.start = EMPTY;
-                b.ops = Vec::new();
+        for off in (first..first + 4096).step_by(4) {
+            let i = Self::set(off);
+            for s in &mut self.slots[i..i + 2] {
+                if s.start != 0 && (s.start - 1) >> 12 == page {
+                    *s = Slot::default();
+                }
             }
         }
     }
 
     pub fn flush(&mut self) {
-        for b in &mut self.slots {
-            b.start = EMPTY;
-            b.ops = Vec::new();
-        }
+        self.slots.fill(Slot::default());
+        self.arena.clear();
     }
 }
 
@@ -339,7 +365,7 @@ impl Hart {
     /// Decodes the block starting at RAM offset `off` into `cache`.
     pub(crate) fn decode_block(cache: &mut BlockCache, ram: &mut Ram, off: usize) {
         let table = crate::compressed::table();
-        let mut ops = Vec::new();
+        let mut ops: Vec<Op> = Vec::with_capacity(16);
         let mut at = off;
         let page_start = off & !0xfff;
         let page_end = page_start + 0x1000;
@@ -372,7 +398,7 @@ impl Hart {
             }
         }
         ram.mark_code(off >> 12);
-        cache.insert(off, ops);
+        cache.insert(off, &ops);
     }
 
     /// Executes one op at `pc`, the block's instruction number `icount`; returns the next pc.

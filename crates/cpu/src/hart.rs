@@ -300,7 +300,7 @@ impl Hart {
         let Some(block) = blocks.get(off) else {
             unreachable!("a block was just decoded at {off:#x}")
         };
-        let n = block.ops.len() as u64;
+        let n = block.len() as u64;
         if n == 0 || self.s.icount + n > until {
             self.step(ram, bus);
             return;
@@ -310,7 +310,7 @@ impl Hart {
         let base = self.s.icount;
         let mut pc = self.s.pc;
         let mut icount = base;
-        for op in &block.ops {
+        for op in block {
             let fall_through = pc.wrapping_add(op.len as u64);
             match self.exec_op(op, pc, icount, ram, bus) {
                 Ok(next) => pc = next,
