@@ -38,6 +38,8 @@ pub enum BenchCommand {
     /// Record and replay: log bandwidth (boot, idle, redis-benchmark), recording overhead,
     /// replay speed, and QEMU's record-mode log for the same boot.
     Replay(crate::bench_replay::ReplayBench),
+    /// A CPU-bound guest job (busybox gzip, md5sum and sort on generated data) on ftvm and QEMU.
+    Cpu(crate::bench_cpu::CpuBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +66,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
         } => boot(reps.max(1), json, no_qemu),
         BenchCommand::Redis(args) => crate::bench_redis::run(args),
         BenchCommand::Replay(args) => crate::bench_replay::run(args),
+        BenchCommand::Cpu(args) => crate::bench_cpu::run(args),
     }
 }
 

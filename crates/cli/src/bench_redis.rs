@@ -203,22 +203,27 @@ const DD_BYTES: f64 = 32.0 * 1024.0 * 1024.0;
 
 /// Wraps a guest command so that it prints how long it took, by the guest's own clock (Debian's
 /// busybox dd prints no rate).
-fn timed(cmd: &str) -> String {
+pub(crate) fn timed(cmd: &str) -> String {
     // /proc/uptime in centiseconds: busybox's date has no %N.
     let now = "$(cut -d' ' -f1 /proc/uptime | tr -d .)";
     format!("s={now}; {cmd}; e={now}; echo DD-CS $((e - s))")
 }
 
-/// MB/s from the `DD-CS n` line [`timed`] prints.
-fn parse_dd(text: &str) -> Option<f64> {
+/// Seconds from the `DD-CS n` line [`timed`] prints; a run shorter than the clock's 10 ms
+/// resolution counts as 10 ms.
+pub(crate) fn timed_seconds(text: &str) -> Option<f64> {
     let cs: f64 = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("DD-CS "))?
         .trim()
         .parse()
         .ok()?;
-    // A run shorter than the clock's 10 ms resolution counts as 10 ms.
-    Some(DD_BYTES / (cs.max(1.0) / 100.0) / 1e6)
+    Some(cs.max(1.0) / 100.0)
+}
+
+/// MB/s of a 32 MiB dd from what [`timed`] printed.
+fn parse_dd(text: &str) -> Option<f64> {
+    Some(DD_BYTES / timed_seconds(text)? / 1e6)
 }
 
 /// One repetition on one system: (boot-to-redis s, SET, GET, dd write, dd read).
