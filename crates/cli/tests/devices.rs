@@ -147,6 +147,19 @@ impl Drop for SwitchProcess {
     }
 }
 
+/// Sends `len` bytes to the echo service at `addr` and checks they come back unchanged.
+fn echo_round_trip(addr: impl std::net::ToSocketAddrs, len: usize) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let msg: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    conn.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert!(back == msg, "the echo differs");
+}
+
 /// Boots a guest on the switch with `ip` on eth0.
 fn boot_on_switch(sw: &SwitchProcess, mac: &str, ip: &str) -> Session {
     let net = sw.net_arg();
@@ -175,16 +188,7 @@ fn a_host_client_reaches_a_guest_echo_service_through_a_port_forward() {
     );
     vm.command("(nc -ll -p 7 -e cat &)", "ECHO-UP", 30);
 
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let msg: Vec<u8> = (0..64 << 10).map(|i| b'a' + (i % 26) as u8).collect();
-    conn.write_all(&msg).unwrap();
-    let mut back = vec![0u8; msg.len()];
-    conn.read_exact(&mut back).unwrap();
-    assert!(back == msg, "the echo differs");
-    drop(conn);
+    echo_round_trip(("127.0.0.1", port), 64 << 10);
     vm.send("poweroff -f");
     assert!(vm.wait(60).success());
 }
@@ -262,16 +266,7 @@ fn a_guest_on_a_tap_device_serves_the_host_network() {
     vm.command("(nc -ll -p 7 -e cat &)", "ECHO-UP", 30);
 
     // The host kernel's own TCP stack, no ftvm process in between.
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("10.215.0.2", 7)).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let msg: Vec<u8> = (0..16 << 10).map(|i| b'a' + (i % 26) as u8).collect();
-    conn.write_all(&msg).unwrap();
-    let mut back = vec![0u8; msg.len()];
-    conn.read_exact(&mut back).unwrap();
-    assert!(back == msg, "the echo differs");
-    drop(conn);
+    echo_round_trip(("10.215.0.2", 7), 16 << 10);
     vm.send("poweroff -f");
     assert!(vm.wait(60).success());
 }
