@@ -8,6 +8,7 @@ mod bench_cpu;
 mod bench_redis;
 mod bench_replay;
 mod demo;
+mod ft;
 mod guest;
 mod image;
 mod record;
@@ -48,6 +49,11 @@ enum Command {
     /// Manage the cached guest image.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run a guest as an FT primary: its event log streams to a backup over TCP.
+    Primary(ft::PrimaryArgs),
+    /// Run an FT backup: replay the primary's log in lockstep as it arrives, checking every
+    /// output and checkpoint.
+    Backup(ft::BackupArgs),
     /// The virtual network: a learning switch VMs join, with a gateway forwarding host ports.
     Switch(switch::SwitchArgs),
     /// Measure ftvm against QEMU on the same guest.
@@ -97,6 +103,8 @@ fn dispatch(cmd: Command) -> Result<i32> {
         Command::Image(cmd) => image::command(cmd).map(|()| 0),
         Command::Bench(cmd) => bench::command(cmd).map(|()| 0),
         Command::Switch(args) => switch::run(args).map(|()| 0),
+        Command::Primary(args) => ft::primary(args),
+        Command::Backup(args) => ft::backup(args),
     }
 }
 

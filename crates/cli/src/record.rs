@@ -57,8 +57,13 @@ pub struct ReplayArgs {
     flip_bit: Option<String>,
 }
 
-pub fn record(args: RecordArgs) -> Result<i32> {
-    let (mut machine, header, io) = match &args.snapshot {
+/// The machine a recording starts from (a boot or a snapshot), its log header, and its
+/// devices' host backends.
+pub(crate) fn prepare(
+    guest_args: &GuestArgs,
+    snapshot: Option<&std::path::Path>,
+) -> Result<(Machine, LogHeader, ftvm_host::IoBackends)> {
+    let (mut machine, header, io) = match snapshot {
         Some(path) => {
             let mut m = Machine::load_snapshot(path)
                 .with_context(|| format!("cannot restore snapshot {}", path.display()))?;
@@ -68,24 +73,33 @@ pub fn record(args: RecordArgs) -> Result<i32> {
                 start_hash: m.state_hash().0,
                 paths: vec![],
             };
-            (m, header, guest::devices(&args.guest)?.1)
+            (m, header, guest::devices(guest_args)?.1)
         }
         None => {
-            let (cfg, paths, io) = guest::resolve(&args.guest, "")?;
+            let (cfg, paths, io) = guest::resolve(guest_args, "")?;
             let mut m = Machine::new(&cfg)?;
             let header = ftvm_replay::boot_header(&cfg, paths, m.state_hash().0);
             (m, header, io)
         }
     };
     machine.take_effects();
-    let file = std::fs::File::create(&args.log)
-        .with_context(|| format!("cannot create log {}", args.log.display()))?;
-    let writer = Writer::new(BufWriter::new(file), &header)?;
-    let mut recorder = Recorder::new(writer).with_checkpoint_interval(args.checkpoint_interval);
+    Ok((machine, header, io))
+}
 
-    let mut runner = Runner::new(machine, args.clock);
+/// Runs `machine` with the console on this terminal, every input and output going to `log`;
+/// prints a summary naming `what` and returns the exit status.
+pub(crate) fn run_recorded<W: Write>(
+    what: &str,
+    machine: Machine,
+    io: ftvm_host::IoBackends,
+    clock: ClockMode,
+    until: Option<u64>,
+    recorder: Recorder<W>,
+) -> Result<i32> {
+    let mut recorder = recorder;
+    let mut runner = Runner::new(machine, clock);
     runner.io = io;
-    runner.stop_at = args.until;
+    runner.stop_at = until;
     let started = Instant::now();
     let end = {
         let _raw = std::io::stdin()
@@ -97,9 +111,9 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let (bytes, records) = (recorder.bytes(), recorder.records());
     recorder
         .finish()
-        .with_context(|| format!("writing log {}", args.log.display()))?;
+        .with_context(|| format!("writing the log ({what})"))?;
     eprintln!(
-        "ftvm record: {end:?} at instruction {}; {records} records, {bytes} bytes in {secs:.2} s \
+        "ftvm {what}: {end:?} at instruction {}; {records} records, {bytes} bytes in {secs:.2} s \
          ({:.3} Mbit/s)",
         runner.machine.icount(),
         bytes as f64 * 8.0 / secs / 1e6
@@ -108,6 +122,15 @@ pub fn record(args: RecordArgs) -> Result<i32> {
         RunEnd::PowerOff(code) => code.min(255) as i32,
         _ => 0,
     })
+}
+
+pub fn record(args: RecordArgs) -> Result<i32> {
+    let (machine, header, io) = prepare(&args.guest, args.snapshot.as_deref())?;
+    let file = std::fs::File::create(&args.log)
+        .with_context(|| format!("cannot create log {}", args.log.display()))?;
+    let writer = Writer::new(BufWriter::new(file), &header)?;
+    let recorder = Recorder::new(writer).with_checkpoint_interval(args.checkpoint_interval);
+    run_recorded("record", machine, io, args.clock, args.until, recorder)
 }
 
 pub fn replay(args: ReplayArgs) -> Result<i32> {
