@@ -2,6 +2,7 @@
 //! host's apt state touched (its own lists, status and archives dir, so a host `apt-get clean`
 //! cannot remove our .debs), and no root needed.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -71,7 +72,7 @@ impl AptRoot {
         self.root.join("update.log")
     }
 
-    pub(crate) fn run(&self, program: &str, args: &[&str]) -> Result<Output, ImageError> {
+    fn run(&self, program: &str, args: &[&str]) -> Result<Output, ImageError> {
         self.run_in(&self.archives, program, args)
     }
 
@@ -261,9 +262,102 @@ pub fn extract(deb: &Path, dir: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
+impl AptRoot {
+    /// `roots` and every package they depend on (Depends, Pre-Depends) that is a library, in
+    /// name order. Non-library dependencies (adduser, debconf, init helpers) are not followed:
+    /// the disk runs redis from its own init, not through maintainer scripts.
+    pub fn library_closure(&self, roots: &[&str]) -> Result<Vec<String>, ImageError> {
+        let mut args = vec![
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+        ];
+        args.extend_from_slice(roots);
+        let out = self.run("apt-cache", &args)?;
+        if !out.status.success() {
+            return Err(ImageError::Apt(format!(
+                "apt-cache depends {}: {}",
+                roots.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let graph = parse_depends(&String::from_utf8_lossy(&out.stdout));
+        let wanted = |p: &str| p.starts_with("lib") || p == "zlib1g" || p.ends_with("-base");
+        let mut seen: BTreeSet<String> = roots.iter().map(|r| r.to_string()).collect();
+        let mut queue: VecDeque<String> = seen.iter().cloned().collect();
+        while let Some(p) = queue.pop_front() {
+            for d in graph.get(&p).into_iter().flatten() {
+                if wanted(d) && seen.insert(d.clone()) {
+                    queue.push_back(d.clone());
+                }
+            }
+        }
+        for r in roots {
+            if !graph.contains_key(*r) {
+                return Err(ImageError::Apt(format!("package {r} is not in the index")));
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+}
+
+/// `apt-cache depends --recurse` output -> package -> its (first-choice, non-virtual)
+/// dependencies.
+fn parse_depends(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut in_alternative = false;
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            let name = line.trim();
+            current = (!name.starts_with('<') && !name.is_empty()).then(|| name.to_string());
+            if let Some(c) = &current {
+                graph.entry(c.clone()).or_default();
+            }
+            in_alternative = false;
+            continue;
+        }
+        let t = line.trim_start();
+        let (alt, rest) = match t.strip_prefix('|') {
+            Some(r) => (true, r),
+            None => (false, t),
+        };
+        let Some(dep) = rest
+            .strip_prefix("Depends: ")
+            .or_else(|| rest.strip_prefix("PreDepends: "))
+        else {
+            continue;
+        };
+        // Of `a | b`, only `a` is taken: the line after a `|` line is its alternative.
+        let take = !in_alternative;
+        in_alternative = alt;
+        if !take || dep.starts_with('<') {
+            continue;
+        }
+        if let Some(c) = &current {
+            graph.get_mut(c).expect("added above").push(dep.to_string());
+        }
+    }
+    graph
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depends_output_gives_first_choice_real_packages() {
+        let text = "redis-tools\n  Depends: adduser\n  Depends: libc6\n |Depends: libssl3t64\n  Depends: libssl3\n  Depends: <debconf-2.0>\n    cdebconf\nlibc6\n  Depends: libgcc-s1\n<debconf-2.0>\n";
+        let g = parse_depends(text);
+        assert_eq!(g["redis-tools"], vec!["adduser", "libc6", "libssl3t64"]);
+        assert_eq!(g["libc6"], vec!["libgcc-s1"]);
+        assert!(!g.contains_key("<debconf-2.0>"));
+    }
 
     #[test]
     fn kernel_package_from_apt_cache_depends() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::apt::{self, AptRoot};
 use crate::manifest::{
-    FIRMWARE, INITRD, KERNEL, LAYOUT, Manifest, sha256_file, sha256_hex, write_atomic,
+    FIRMWARE, INITRD, KERNEL, LAYOUT, Manifest, deb_checksums, sha256_hex, write_atomic,
 };
 use crate::progress::Progress;
 use crate::{FetchOptions, GuestFiles, ImageError, build_initramfs, host_mirror};
@@ -93,17 +93,12 @@ pub fn ensure_default_guest(opts: &FetchOptions) -> Result<GuestFiles, ImageErro
     let _ = std::fs::remove_dir_all(&work);
     let files = built?;
 
-    let mut deb_sums = BTreeMap::new();
-    for deb in &debs {
-        let name = deb.file_name().expect("a .deb path").to_string_lossy();
-        deb_sums.insert(name.into_owned(), sha256_file(deb)?);
-    }
     let manifest = Manifest {
         layout: LAYOUT,
         kernel_version: version.clone(),
         suite,
         files,
-        debs: deb_sums,
+        debs: deb_checksums(&debs)?,
     };
     manifest.write(&dir)?;
     write_atomic(&guest_root.join("current"), version.as_bytes())?;

@@ -90,6 +90,16 @@ impl Manifest {
     }
 }
 
+/// .deb file name -> sha256, for a manifest's record of what a build came from.
+pub fn deb_checksums(debs: &[PathBuf]) -> Result<BTreeMap<String, String>, ImageError> {
+    debs.iter()
+        .map(|deb| {
+            let name = deb.file_name().expect("a .deb path").to_string_lossy();
+            Ok((name.into_owned(), sha256_file(deb)?))
+        })
+        .collect()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

@@ -6,14 +6,14 @@
 //! the initramfs switch to it. The image in the cache is pristine and checksummed; every VM
 //! gets its own copy ([`copy_root_disk`]), since a guest writes to its disk.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
 use crate::apt::{self, AptRoot};
-use crate::manifest::{sha256_file, write_atomic};
+use crate::manifest::{deb_checksums, sha256_file, write_atomic};
 use crate::progress::Progress;
 use crate::{FetchOptions, GuestFiles, ImageError, ensure_default_guest, host_mirror};
 
@@ -100,15 +100,10 @@ pub fn ensure_redis_guest(opts: &FetchOptions) -> Result<RedisGuest, ImageError>
     });
     let _ = std::fs::remove_dir_all(&work);
     built?;
-    let mut deb_sums = BTreeMap::new();
-    for deb in &debs {
-        let name = deb.file_name().expect("a .deb path").to_string_lossy();
-        deb_sums.insert(name.into_owned(), sha256_file(deb)?);
-    }
     let manifest = DiskManifest {
         layout: DISK_LAYOUT,
         sha256: sha256_file(&disk)?,
-        debs: deb_sums,
+        debs: deb_checksums(&debs)?,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
     write_atomic(&dir.join(DISK_MANIFEST), &json)?;
@@ -345,102 +340,9 @@ stop
     )
 }
 
-impl AptRoot {
-    /// `roots` and every package they depend on (Depends, Pre-Depends) that is a library, in
-    /// name order. Non-library dependencies (adduser, debconf, init helpers) are not followed:
-    /// the disk runs redis from its own init, not through maintainer scripts.
-    pub fn library_closure(&self, roots: &[&str]) -> Result<Vec<String>, ImageError> {
-        let mut args = vec![
-            "depends",
-            "--recurse",
-            "--no-recommends",
-            "--no-suggests",
-            "--no-conflicts",
-            "--no-breaks",
-            "--no-replaces",
-            "--no-enhances",
-        ];
-        args.extend_from_slice(roots);
-        let out = self.run("apt-cache", &args)?;
-        if !out.status.success() {
-            return Err(ImageError::Apt(format!(
-                "apt-cache depends {}: {}",
-                roots.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let graph = parse_depends(&String::from_utf8_lossy(&out.stdout));
-        let wanted = |p: &str| p.starts_with("lib") || p == "zlib1g" || p.ends_with("-base");
-        let mut seen: BTreeSet<String> = roots.iter().map(|r| r.to_string()).collect();
-        let mut queue: VecDeque<String> = seen.iter().cloned().collect();
-        while let Some(p) = queue.pop_front() {
-            for d in graph.get(&p).into_iter().flatten() {
-                if wanted(d) && seen.insert(d.clone()) {
-                    queue.push_back(d.clone());
-                }
-            }
-        }
-        for r in roots {
-            if !graph.contains_key(*r) {
-                return Err(ImageError::Apt(format!("package {r} is not in the index")));
-            }
-        }
-        Ok(seen.into_iter().collect())
-    }
-}
-
-/// `apt-cache depends --recurse` output -> package -> its (first-choice, non-virtual)
-/// dependencies.
-fn parse_depends(text: &str) -> BTreeMap<String, Vec<String>> {
-    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    let mut in_alternative = false;
-    for line in text.lines() {
-        if !line.starts_with(' ') {
-            let name = line.trim();
-            current = (!name.starts_with('<') && !name.is_empty()).then(|| name.to_string());
-            if let Some(c) = &current {
-                graph.entry(c.clone()).or_default();
-            }
-            in_alternative = false;
-            continue;
-        }
-        let t = line.trim_start();
-        let (alt, rest) = match t.strip_prefix('|') {
-            Some(r) => (true, r),
-            None => (false, t),
-        };
-        let Some(dep) = rest
-            .strip_prefix("Depends: ")
-            .or_else(|| rest.strip_prefix("PreDepends: "))
-        else {
-            continue;
-        };
-        // Of `a | b`, only `a` is taken: the line after a `|` line is its alternative.
-        let take = !in_alternative;
-        in_alternative = alt;
-        if !take || dep.starts_with('<') {
-            continue;
-        }
-        if let Some(c) = &current {
-            graph.get_mut(c).expect("added above").push(dep.to_string());
-        }
-    }
-    graph
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn depends_output_gives_first_choice_real_packages() {
-        let text = "redis-tools\n  Depends: adduser\n  Depends: libc6\n |Depends: libssl3t64\n  Depends: libssl3\n  Depends: <debconf-2.0>\n    cdebconf\nlibc6\n  Depends: libgcc-s1\n<debconf-2.0>\n";
-        let g = parse_depends(text);
-        assert_eq!(g["redis-tools"], vec!["adduser", "libc6", "libssl3t64"]);
-        assert_eq!(g["libc6"], vec!["libgcc-s1"]);
-        assert!(!g.contains_key("<debconf-2.0>"));
-    }
 
     #[test]
     fn bin_sbin_and_lib_fold_into_usr() {
