@@ -51,6 +51,13 @@ struct Row {
     instructions: Option<u64>,
 }
 
+/// Median, minimum and maximum of repetitions.
+pub(crate) fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let min = v.iter().copied().fold(f64::MAX, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    (median(v), min, max)
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -240,9 +247,7 @@ fn boot(reps: usize, json: Option<PathBuf>, no_qemu: bool) -> Result<()> {
     println!("| system | median s | min..max s | guest instructions | MIPS |");
     println!("|---|---|---|---|---|");
     for r in &rows {
-        let med = median(&r.seconds);
-        let min = r.seconds.iter().copied().fold(f64::MAX, f64::min);
-        let max = r.seconds.iter().copied().fold(0.0, f64::max);
+        let (med, min, max) = spread(&r.seconds);
         let (insns, mips) = match r.instructions {
             Some(n) => (n.to_string(), format!("{:.0}", n as f64 / med / 1e6)),
             None => ("-".into(), "-".into()),

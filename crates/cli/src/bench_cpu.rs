@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::bench::median;
-use crate::bench_redis::{Guest, timed, timed_seconds};
+use crate::bench::{median, spread};
+use crate::bench_guest::{Guest, timed, timed_seconds};
 
 /// The job, run in the guest's shell.
 const JOB: &str =
@@ -84,13 +84,8 @@ pub fn run(args: CpuBench) -> Result<()> {
     println!("| system | median s | min..max s |");
     println!("|---|---|---|");
     for r in &rows {
-        let min = r.seconds.iter().copied().fold(f64::MAX, f64::min);
-        let max = r.seconds.iter().copied().fold(0.0, f64::max);
-        println!(
-            "| {} | {:.2} | {min:.2}..{max:.2} |",
-            r.system,
-            median(&r.seconds)
-        );
+        let (med, min, max) = spread(&r.seconds);
+        println!("| {} | {med:.2} | {min:.2}..{max:.2} |", r.system);
     }
     if rows.len() == 2 {
         println!();

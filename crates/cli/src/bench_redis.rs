@@ -5,16 +5,15 @@
 //! `redis-benchmark` against it, then measures the guest's own disk throughput with dd (write
 //! with fsync, then read with the page cache dropped) and powers the guest off.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::bench::median;
+use crate::bench::spread;
+use crate::bench_guest::{Guest, free_port, timed, timed_seconds};
 
 #[derive(Debug, clap::Args)]
 pub struct RedisBench {
@@ -44,102 +43,6 @@ struct Row {
     dd_write_mb_s: Vec<f64>,
     dd_read_mb_s: Vec<f64>,
     boot_to_redis_s: Vec<f64>,
-}
-
-/// A booted guest: the process, its console input, and everything it printed.
-pub(crate) struct Guest {
-    child: Child,
-    stdin: ChildStdin,
-    out: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Guest {
-    pub(crate) fn start(mut cmd: Command) -> Result<Guest> {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let sink = out.clone();
-        std::thread::spawn(move || {
-            // Chunks, not lines: a shell prompt has no newline after it.
-            let mut r = stdout;
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = r.read(&mut buf) {
-                sink.lock()
-                    .expect("console buffer")
-                    .extend_from_slice(&buf[..n]);
-            }
-        });
-        Ok(Guest { child, stdin, out })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().expect("console buffer")).into_owned()
-    }
-
-    /// Waits until `needle` appears after byte `from` of the console; its end offset.
-    pub(crate) fn wait_for(&self, from: usize, needle: &str, limit: Duration) -> Result<usize> {
-        let start = Instant::now();
-        loop {
-            let t = self.text();
-            if let Some(i) = t.get(from..).and_then(|s| s.find(needle)) {
-                return Ok(from + i + needle.len());
-            }
-            if start.elapsed() > limit {
-                bail!(
-                    "no `{needle}` on the console within {} s; last output:\n{}",
-                    limit.as_secs(),
-                    &t[t.len().saturating_sub(1500)..]
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Runs a shell command on the console; returns what it printed.
-    pub(crate) fn command(&mut self, cmd: &str, limit: Duration) -> Result<String> {
-        let from = self.out.lock().expect("console buffer").len();
-        writeln!(self.stdin, "{cmd}; echo BENCH-''STEP-DONE")?;
-        let end = self.wait_for(from, "BENCH-STEP-DONE", limit)?;
-        Ok(self.text()[from..end].to_string())
-    }
-
-    pub(crate) fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// Types `cmd` (`poweroff`, or `poweroff -f` where init ignores the signal) and waits for
-    /// the guest to end, killing it after 30 s.
-    pub(crate) fn poweroff(mut self, cmd: &str) {
-        let _ = writeln!(self.stdin, "{cmd}");
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn ftvm_command(disk: &Path, port: u16) -> Result<Command> {
@@ -200,26 +103,6 @@ fn parse_csv(text: &str) -> Option<(f64, f64)> {
 
 /// Bytes each dd moves.
 const DD_BYTES: f64 = 32.0 * 1024.0 * 1024.0;
-
-/// Wraps a guest command so that it prints how long it took, by the guest's own clock (Debian's
-/// busybox dd prints no rate).
-pub(crate) fn timed(cmd: &str) -> String {
-    // /proc/uptime in centiseconds: busybox's date has no %N.
-    let now = "$(cut -d' ' -f1 /proc/uptime | tr -d .)";
-    format!("s={now}; {cmd}; e={now}; echo DD-CS $((e - s))")
-}
-
-/// Seconds from the `DD-CS n` line [`timed`] prints; a run shorter than the clock's 10 ms
-/// resolution counts as 10 ms.
-pub(crate) fn timed_seconds(text: &str) -> Option<f64> {
-    let cs: f64 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("DD-CS "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(cs.max(1.0) / 100.0)
-}
 
 /// MB/s of a 32 MiB dd from what [`timed`] printed.
 fn parse_dd(text: &str) -> Option<f64> {
@@ -297,17 +180,8 @@ pub fn run(args: RedisBench) -> Result<()> {
     println!("| system | SET ops/s | GET ops/s | dd write MB/s | dd read MB/s | boot to redis s |");
     println!("|---|---|---|---|---|---|");
     let cell = |v: &[f64], digits: usize| {
-        let min = v.iter().copied().fold(f64::MAX, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        format!(
-            "{:.*} ({:.*}..{:.*})",
-            digits,
-            median(v),
-            digits,
-            min,
-            digits,
-            max
-        )
+        let (med, min, max) = spread(v);
+        format!("{med:.digits$} ({min:.digits$}..{max:.digits$})")
     };
     for r in &rows {
         println!(

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::bench_redis::{Guest, free_port, redis_benchmark};
+use crate::bench_guest::{Guest, free_port};
+use crate::bench_redis::redis_benchmark;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayBench {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_cpu;
+mod bench_guest;
 mod bench_redis;
 mod bench_replay;
 mod demo;
