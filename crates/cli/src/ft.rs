@@ -4,7 +4,7 @@
 //! runs; the backup replays every record as it arrives, checking each output and checkpoint.
 //! Acks, the Output Rule, failure detection and go-live come next.
 
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -67,11 +67,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     );
     let mut replayer = Replayer::new(machine, reader);
     if args.show_console {
-        replayer.on_console = Some(Box::new(|b| {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(b);
-            let _ = out.flush();
-        }));
+        replayer.on_console = Some(crate::record::stdout_sink());
     }
     let started = Instant::now();
     let end = replayer.run(None)?;

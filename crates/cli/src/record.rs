@@ -133,6 +133,15 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     run_recorded("record", machine, io, args.clock, args.until, recorder)
 }
 
+/// Shows a replayed guest's console on stdout as it is produced.
+pub(crate) fn stdout_sink() -> ftvm_replay::ConsoleSink {
+    Box::new(|b| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(b);
+        let _ = out.flush();
+    })
+}
+
 pub fn replay(args: ReplayArgs) -> Result<i32> {
     let file = std::fs::File::open(&args.log)
         .with_context(|| format!("cannot open log {}", args.log.display()))?;
@@ -141,11 +150,7 @@ pub fn replay(args: ReplayArgs) -> Result<i32> {
     let machine = ftvm_replay::start_machine(reader.header())?;
     let mut replayer = Replayer::new(machine, reader);
     if !args.quiet {
-        replayer.on_console = Some(Box::new(|b| {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(b);
-            let _ = out.flush();
-        }));
+        replayer.on_console = Some(stdout_sink());
     }
     if let Some(spec) = &args.flip_bit {
         let parts: Vec<&str> = spec.split(':').collect();

@@ -2,9 +2,10 @@
 //!
 //! A block is the run of instructions from one physical address up to and including the first
 //! indirect jump, jump out of the page or system instruction (at most `MAX_OPS`), following
-//! direct jumps and calls within the page; a taken conditional branch leaves it early. Instructions are decoded once into [`Op`]s with their fields extracted; common
-//! integer, load and store instructions execute from the op directly, everything else goes
-//! through the general executor with the raw bits. Blocks are cached by physical address and
+//! direct jumps and calls within the page; a taken conditional branch leaves it early.
+//! Instructions are decoded once into [`Op`]s with their fields extracted; common integer, load
+//! and store instructions execute from the op directly, everything else goes through the
+//! general executor with the raw bits. Blocks are cached by physical address and
 //! hold no virtual addresses (pc-relative instructions read the live pc), so one block serves
 //! every mapping of its page. A store to a page holding decoded code drops that page's blocks
 //! (the RAM reports it), which keeps self-modifying code and module loading correct.

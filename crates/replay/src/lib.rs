@@ -12,5 +12,5 @@ mod replay;
 mod start;
 
 pub use record::Recorder;
-pub use replay::{Divergence, ReplayEnd, ReplayError, Replayer};
+pub use replay::{ConsoleSink, Divergence, ReplayEnd, ReplayError, Replayer};
 pub use start::{StartError, boot_header, sha256_hex, start_machine};
