@@ -121,7 +121,7 @@ pub struct IoStats {
     pub entropy_bytes: u64,
     pub frames_sent: u64,
     pub frames_received: u64,
-    /// NICs whose switch connection closed.
+    /// NICs whose link (switch connection or TAP device) closed.
     pub links_lost: u64,
     /// Frames sent by a NIC with no network attached.
     pub frames_dropped: u64,
@@ -131,7 +131,7 @@ pub struct IoStats {
 #[derive(Default)]
 pub struct IoBackends {
     pub disks: BTreeMap<u8, Box<dyn BlockBackend>>,
-    /// NICs' links to the switch.
+    /// NICs' links: switch ports or TAP devices.
     pub nets: BTreeMap<u8, ftvm_net::Port>,
     /// Serve entropy requests from the host's `/dev/urandom`.
     pub entropy: bool,

@@ -105,8 +105,11 @@ impl GatewayStack {
         let mut link = Link::default();
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(gw.mac)));
         // Initial sequence numbers: distinct per switch start, which is all TCP asks.
-        config.random_seed =
-            StdInstant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
+        // (`Instant::now().elapsed()` is always about zero: the wall clock is what varies.)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        config.random_seed = now ^ std::process::id() as u64;
         let started = StdInstant::now();
         let mut iface = Interface::new(config, &mut link, Instant::from_micros(0));
         iface.update_ip_addrs(|a| {
