@@ -40,6 +40,9 @@ pub enum BenchCommand {
     Replay(crate::bench_replay::ReplayBench),
     /// A CPU-bound guest job (busybox gzip, md5sum and sort on generated data) on ftvm and QEMU.
     Cpu(crate::bench_cpu::CpuBench),
+    /// Fault tolerance against none on the redis guest: redis-benchmark, CPU and disk jobs,
+    /// logging bandwidth, Output Rule delay, failover time.
+    Ft(crate::bench_ft::FtBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +77,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Redis(args) => crate::bench_redis::run(args),
         BenchCommand::Replay(args) => crate::bench_replay::run(args),
         BenchCommand::Cpu(args) => crate::bench_cpu::run(args),
+        BenchCommand::Ft(args) => crate::bench_ft::run(args),
     }
 }
 

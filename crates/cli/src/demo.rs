@@ -1,121 +1,178 @@
-//! `ftvm demo`: boots the default guest, types a few commands into its shell and powers it off.
+//! `ftvm demo`: the README's main job. Fault tolerance, shown end to end on one machine.
 //!
-//! Until fault tolerance lands this is the README's main job: it shows the machine booting
-//! Debian's own kernel and firmware and a live, interactive userland.
+//! A switch, a primary and a backup start as separate processes (standing for the network and
+//! two hosts) running the redis guest on a shared disk. A client writes keys through the
+//! switch's port forward on one TCP connection; the primary is killed with SIGKILL mid-stream;
+//! the backup goes live; the client carries on over the same connection and every write that
+//! was acknowledged is checked. The timeline at the end says how long the failover took.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use ftvm_image::BOOT_MARKER;
-use ftvm_machine::Machine;
+use anyhow::{Context, Result, ensure};
 
-use crate::guest::{self, GuestArgs};
-use ftvm_host::{ClockMode, Host, RunEnd, Runner, Stop};
+use crate::ft_pair::{Pair, PairSpec, unix_ms};
+use crate::resp::{Redis, Reply, check_keys, server_run_id};
 
-const COMMANDS: &[&str] = &[
-    "uname -a",
-    "cat /proc/cpuinfo",
-    "free -m",
-    "echo $((6 * 7)) > /tmp/answer && cat /tmp/answer",
-    "poweroff -f",
-];
-/// Longest the demo waits for the guest before giving up (`FTVM_DEMO_TIMEOUT` seconds overrides).
-fn demo_timeout() -> Duration {
-    let secs = std::env::var("FTVM_DEMO_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    Duration::from_secs(secs)
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The machine alone instead: boot the default guest, type commands into its shell, power
+    /// off.
+    #[arg(long)]
+    shell: bool,
+    /// Seconds the client writes before the primary is killed.
+    #[arg(long, default_value_t = 3.0)]
+    kill_after: f64,
+    /// Keys written after the failover.
+    #[arg(long, default_value_t = 1000)]
+    keys_after: u64,
+    /// Show the guest's console while it boots.
+    #[arg(long)]
+    console: bool,
 }
 
-/// Types commands one by one, each when the shell shows its prompt.
-struct Script {
-    started: Instant,
-    marker_at: Option<Duration>,
-    seen: Vec<u8>,
-    next: usize,
-}
-
-impl Host for Script {
-    fn output(&mut self, bytes: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(bytes);
-        let _ = out.flush();
-        // Only the new bytes (and a marker's length before them) can complete the marker.
-        let from = self.seen.len().saturating_sub(BOOT_MARKER.len());
-        self.seen.extend_from_slice(bytes);
-        if self.marker_at.is_none() {
-            if let Some(at) = find(&self.seen[from..], BOOT_MARKER.as_bytes()) {
-                self.marker_at = Some(self.started.elapsed());
-                // Keep what followed the marker: the prompt may have come in the same chunk.
-                self.seen.drain(..from + at + BOOT_MARKER.len());
-            } else if self.seen.len() > 4096 {
-                self.seen.drain(..self.seen.len() - BOOT_MARKER.len());
-            }
-        }
+pub fn run(args: DemoArgs) -> Result<()> {
+    if args.shell {
+        return crate::demo_shell::run();
     }
-
-    fn input(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, Stop> {
-        if self.started.elapsed() > demo_timeout() {
-            return Err(Stop);
-        }
-        // busybox's shell may follow its prompt with a cursor-position query (ESC [ 6 n).
-        let prompt = self.marker_at.is_some()
-            && (self.seen.ends_with(b"# ") || self.seen.ends_with(b"# \x1b[6n"));
-        if prompt && self.next < COMMANDS.len() {
-            self.seen.clear();
-            let cmd = COMMANDS[self.next];
-            self.next += 1;
-            return Ok(Some(format!("{cmd}\n").into_bytes()));
-        }
-        std::thread::sleep(timeout.min(Duration::from_millis(50)));
-        Ok(None)
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-pub fn run() -> Result<()> {
-    eprintln!("ftvm demo: booting Debian's riscv64 kernel on ftvm's deterministic RISC-V machine");
-    let (cfg, _, io) = guest::resolve(
-        &GuestArgs::default_guest(guest::DEFAULT_APPEND.into(), "opensbi"),
-        "",
-    )?;
-    let mut runner = Runner::new(Machine::new(&cfg)?, ClockMode::Realtime);
-    runner.io = io;
-    let mut script = Script {
-        started: Instant::now(),
-        marker_at: None,
-        seen: Vec::new(),
-        next: 0,
-    };
-    let end = runner.run(&mut script);
-    let total = script.started.elapsed();
-    let icount = runner.machine.icount();
-    eprintln!();
-    eprintln!("ftvm demo: summary");
-    if let Some(t) = script.marker_at {
-        eprintln!("  boot to userland     {:.2} s", t.as_secs_f64());
-    }
-    eprintln!("  whole run            {:.2} s", total.as_secs_f64());
-    eprintln!("  guest instructions   {icount}");
-    eprintln!(
-        "  speed                {:.0} million instructions per second",
-        icount as f64 / total.as_secs_f64() / 1e6
+    say("fault tolerance on one machine: a switch, a primary and a backup process");
+    let dir = tempfile::Builder::new().prefix("ftvm-demo-").tempdir()?;
+    let mut spec = PairSpec::new(
+        std::env::current_exe()?,
+        crate::image::redis_guest(false)?,
+        dir.path().to_path_buf(),
     );
-    eprintln!("  state hash           {}", runner.machine.state_hash());
-    match end {
-        RunEnd::PowerOff(0) if script.next == COMMANDS.len() => {
-            eprintln!("  result               guest powered off cleanly");
-            Ok(())
+    spec.show_console = args.console;
+    let pair = Pair::start(&spec)?;
+    say(&format!(
+        "switch pid {} forwards 127.0.0.1:{} to the guest's redis; primary pid {}, backup pid {}",
+        pair.switch.id(),
+        pair.forward_port,
+        pair.primary.child.id(),
+        pair.backup().child.id()
+    ));
+    say("booting Debian's kernel and the redis disk on the primary; the backup replays it");
+    let started = Instant::now();
+    pair.wait_ready(Duration::from_secs(600), |p, b| {
+        say(&format!(
+            "  {:>4.0} s  primary at instruction {:>11}, backup at {:>11} ({:.0} ms behind), log \
+             {:.3} Mbit/s",
+            started.elapsed().as_secs_f64(),
+            p.icount,
+            b.icount,
+            p.lag_ms,
+            p.log_mbit_s
+        ))
+    })?;
+    crate::resp::wait_for_redis(pair.forward_port, Duration::from_secs(60))?;
+    say(&format!(
+        "redis is up after {:.1} s; one client connection writes SET key:i i",
+        started.elapsed().as_secs_f64()
+    ));
+    let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(20))?;
+    let run_id = server_run_id(&mut redis)?;
+    let mut pair = pair;
+    let mut acked: Vec<u64> = Vec::new();
+    let writing = Instant::now();
+    let mut killed_at = None;
+    let mut acked_at_kill = None;
+    let mut first_after = None;
+    let mut slowest = Duration::ZERO;
+    let mut i = 0u64;
+    loop {
+        if killed_at.is_none() && writing.elapsed().as_secs_f64() >= args.kill_after {
+            pair.primary
+                .child
+                .kill()
+                .context("cannot kill the primary")?;
+            killed_at = Some(unix_ms());
+            acked_at_kill = Some(acked.len());
+            say(&format!(
+                "killed the primary (SIGKILL) after {} acknowledged writes",
+                acked.len()
+            ));
         }
-        other => bail!(
-            "the demo guest did not finish as expected: {other:?}\n{}\n{}",
-            runner.machine.describe_registers(),
-            runner.machine.describe_devices()
-        ),
+        let t = Instant::now();
+        let reply = redis
+            .command(&["SET", &format!("key:{i}"), &i.to_string()])
+            .context("the client's connection broke: the failover lost it")?;
+        ensure!(
+            reply == Reply::Simple("OK".into()),
+            "SET key:{i}: {reply:?}"
+        );
+        slowest = slowest.max(t.elapsed());
+        acked.push(i);
+        if killed_at.is_some() && first_after.is_none() {
+            first_after = Some(unix_ms());
+            say(&format!(
+                "first reply after the kill: SET key:{i} answered OK on the same connection"
+            ));
+        }
+        if acked.len().is_multiple_of(500) {
+            say(&format!("  {} writes acknowledged", acked.len()));
+        }
+        i += 1;
+        if let Some(n) = acked_at_kill
+            && acked.len() >= n + args.keys_after as usize
+        {
+            break;
+        }
     }
+    let after_run_id = server_run_id(&mut redis)?;
+    ensure!(
+        run_id == after_run_id,
+        "redis restarted ({run_id} became {after_run_id}): the guest rebooted"
+    );
+    let missing = check_keys(&mut redis, &acked)?;
+    ensure!(
+        missing.is_empty(),
+        "{} acknowledged writes are missing, e.g. key:{}",
+        missing.len(),
+        missing[0]
+    );
+    say(&format!(
+        "all {} acknowledged writes are present; same TCP connection, same redis process (run_id \
+         {}…), the guest did not reboot",
+        acked.len(),
+        &run_id[..8.min(run_id.len())]
+    ));
+    let killed = killed_at.expect("killed above");
+    let log = &pair.backup().log;
+    let detected = log.stamp_of("lost the primary");
+    let live = log.stamp_of(" live as generation");
+    let first = first_after.expect("a reply came after the kill");
+    let rel = |t: Option<u128>| match t {
+        Some(t) => format!("+{:>5} ms", t.saturating_sub(killed)),
+        None => "    (not seen)".into(),
+    };
+    say("timeline");
+    say(&format!(
+        "  primary killed            {}",
+        rel(Some(killed))
+    ));
+    say(&format!("  failure detected          {}", rel(detected)));
+    say(&format!("  backup live               {}", rel(live)));
+    say(&format!("  first reply after kill    {}", rel(Some(first))));
+    say(&format!(
+        "  slowest reply of the run   {:>5} ms",
+        slowest.as_millis()
+    ));
+    if let Some(s) = Pair::status(pair.backup()) {
+        say(&format!(
+            "the backup is now the VM: role {}, generation {}",
+            s.role, s.generation
+        ));
+    }
+    // Both stop without another failover.
+    let _ = ftvm_ft::control::request(&pair.backup().control, "poweroff");
+    let start = Instant::now();
+    while pair.backup_mut().child.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    say("done: ftvm ctl poweroff stopped the VM");
+    Ok(())
+}
+
+fn say(s: &str) {
+    println!("ftvm demo: {s}");
 }

@@ -1,18 +1,95 @@
-//! `ftvm primary` and `ftvm backup`: a VM and its backup in lockstep over the logging channel.
+//! `ftvm primary`, `ftvm backup` and `ftvm ctl`: a VM and its backup in virtual lockstep.
 //!
-//! First slice of the FT protocol (docs/ft-design.md): the primary records to the channel as it
-//! runs; the backup replays every record as it arrives, checking each output and checkpoint.
-//! Acks, the Output Rule, failure detection and go-live come next.
+//! The protocol lives in `ftvm-ft` (docs/ft-design.md); this module wires it to the guest's
+//! files, devices, terminal and control socket, and says what happened in operator's terms.
+//! Event lines carry `[t=<unix ms>]` so a timeline can be built from both processes' output.
 
-use std::io::BufReader;
+use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use ftvm_host::ClockMode;
-use ftvm_log::{Reader, Writer};
-use ftvm_replay::{Recorder, ReplayEnd, Replayer};
+use anyhow::{Context, Result, bail};
+use ftvm_ft::{Alone, BackupLink, Control, FtPrimary, LockFile, Outcome, PrimaryConfig, Timing};
+use ftvm_host::{ClockMode, IoBackends, Observer, RunEnd, Runner};
+use ftvm_log::{LogError, Reader};
+use ftvm_machine::Machine;
+use ftvm_replay::{ReplayEnd, ReplayError, Replayer};
 
 use crate::guest::GuestArgs;
+use crate::terminal;
+
+/// Exit status of a side that lost the test-and-set and halted itself.
+pub const HALTED: i32 = 4;
+
+#[derive(clap::Args)]
+pub struct FtArgs {
+    /// A Unix socket answering `ftvm ctl status` and `ftvm ctl poweroff`.
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// The shared storage directory holding the tie-breaker's lock records (default: the
+    /// directory of the first --disk).
+    #[arg(long)]
+    shared_dir: Option<PathBuf>,
+    /// Silence (no log, ack or heartbeat) after which the peer counts as failed, in ms.
+    #[arg(long, default_value_t = 300)]
+    timeout_ms: u64,
+    /// Heartbeat period of an idle channel, in ms.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+}
+
+impl FtArgs {
+    fn timing(&self) -> Result<Timing> {
+        if self.heartbeat_ms == 0 || self.timeout_ms <= self.heartbeat_ms {
+            bail!("--timeout-ms must be longer than --heartbeat-ms (and both above 0)");
+        }
+        Ok(Timing {
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+
+    /// The tie-breaker's directory and record name: beside the shared disk.
+    fn lock(&self, disks: &[PathBuf]) -> Result<(PathBuf, String)> {
+        let name = disks
+            .first()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "ftvm".into());
+        let dir = match (&self.shared_dir, disks.first()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(disk)) => std::fs::canonicalize(disk)
+                .with_context(|| format!("cannot find the shared disk {}", disk.display()))?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/")),
+            (None, None) => bail!(
+                "FT needs shared storage for its tie-breaker: give the shared --disk, or \
+                 --shared-dir DIR"
+            ),
+        };
+        Ok((dir, name))
+    }
+
+    fn serve_control(
+        &self,
+        control: &Arc<Control>,
+    ) -> Result<Option<ftvm_ft::control::SocketGuard>> {
+        self.control
+            .as_ref()
+            .map(|p| {
+                ftvm_ft::control::serve(p, control.clone())
+                    .with_context(|| format!("cannot open the control socket {}", p.display()))
+            })
+            .transpose()
+    }
+}
+
+fn who(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{role} pid {} on {}", std::process::id(), host.trim())
+}
 
 #[derive(clap::Args)]
 pub struct PrimaryArgs {
@@ -21,12 +98,103 @@ pub struct PrimaryArgs {
     listen: String,
     #[command(flatten)]
     guest: GuestArgs,
+    /// Start from a snapshot instead of booting (the backup loads the same file).
+    #[arg(long, conflicts_with_all = ["kernel", "initrd"])]
+    snapshot: Option<PathBuf>,
     /// How guest time follows host time.
     #[arg(long, value_enum, default_value = "realtime")]
     clock: ClockMode,
     /// Instructions between state-hash checkpoints in the log (0: none).
     #[arg(long, default_value_t = 100_000_000)]
     checkpoint_interval: u64,
+    #[command(flatten)]
+    ft: FtArgs,
+    /// Execution lag of the backup beyond which the primary slows down, in ms.
+    #[arg(long, default_value_t = 1000)]
+    max_lag_ms: u64,
+    /// Log buffered for the backup before the primary stalls, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = crate::guest::parse_size)]
+    log_buffer: u64,
+}
+
+pub fn primary(args: PrimaryArgs) -> Result<i32> {
+    if args.guest.guest == crate::guest::GuestKind::Redis && args.guest.net.is_none() {
+        bail!(
+            "an FT redis guest needs a switch outside both VMs: start `ftvm switch` and pass \
+             --net switch:SOCKET"
+        );
+    }
+    let timing = args.ft.timing()?;
+    let (machine, header, io) = crate::record::prepare(&args.guest, args.snapshot.as_deref())?;
+    let (dir, lock) = args.ft.lock(&args.guest.disk)?;
+    let tb = LockFile::new(&dir, &lock);
+    let generation = tb
+        .next_generation()
+        .with_context(|| format!("cannot read the shared directory {}", dir.display()))?;
+    let control = Control::new("primary (waiting for a backup)", generation);
+    let _socket = args.ft.serve_control(&control)?;
+    let (listener, at) = ftvm_ft::bind_primary(&args.listen)?;
+    eprintln!("ftvm primary: waiting for a backup on {at}");
+    let channel = ftvm_ft::accept_backup(&listener)?;
+    control.update(|s| s.role = "primary".into());
+    eprintln!(
+        "ftvm primary: {} backup connected; generation {generation}; running",
+        ftvm_ft::stamp()
+    );
+    let cfg = PrimaryConfig {
+        generation,
+        lock,
+        who: who("primary"),
+        timing,
+        buffer: args.log_buffer as usize,
+        max_lag: Duration::from_millis(args.max_lag_ms),
+        checkpoint_interval: args.checkpoint_interval,
+    };
+    let mut obs = FtPrimary::start(channel, &header, cfg, Box::new(tb), control.clone())
+        .context("cannot start the log on the channel")?;
+    let started = Instant::now();
+    let (end, runner) = run(machine, io, args.clock, &mut obs);
+    let secs = started.elapsed().as_secs_f64();
+    let (bytes, stalled) = (obs.log_bytes(), obs.stalled());
+    let delivered = obs.finish(Duration::from_secs(2));
+    eprintln!(
+        "ftvm primary: {end:?} at instruction {}; {bytes} log bytes in {secs:.2} s ({:.3} \
+         Mbit/s), stalled {:.3} s on a full buffer{}",
+        runner.machine.icount(),
+        bytes as f64 * 8.0 / secs / 1e6,
+        stalled.as_secs_f64(),
+        if delivered {
+            ""
+        } else {
+            "; the backup may not have the log's end"
+        }
+    );
+    Ok(exit_status(end))
+}
+
+fn run(
+    machine: Machine,
+    io: IoBackends,
+    clock: ClockMode,
+    obs: &mut dyn Observer,
+) -> (RunEnd, Runner) {
+    let mut runner = Runner::new(machine, clock);
+    runner.io = io;
+    let end = {
+        let _raw = std::io::stdin()
+            .is_terminal()
+            .then(terminal::RawMode::enter);
+        runner.run_observed(&mut terminal::Terminal::new(), obs)
+    };
+    (end, runner)
+}
+
+fn exit_status(end: RunEnd) -> i32 {
+    match end {
+        RunEnd::PowerOff(code) => code.min(255) as i32,
+        RunEnd::Fenced => HALTED,
+        _ => 0,
+    }
 }
 
 #[derive(clap::Args)]
@@ -37,66 +205,314 @@ pub struct BackupArgs {
     /// Seconds to keep trying to reach the primary.
     #[arg(long, default_value_t = 30)]
     patience: u64,
-    /// Show the guest's console as the backup replays it.
+    /// The shared disk images, as the primary has them (attached when the backup goes live).
+    #[arg(long)]
+    disk: Vec<PathBuf>,
+    /// The switch the VM's NIC joins when the backup goes live (`switch:SOCKET`).
+    #[arg(long)]
+    net: Option<String>,
+    /// Serve the entropy device from this host when live (as the primary does by default).
+    #[arg(long)]
+    no_rng: bool,
+    /// The NIC's MAC address (as the primary's).
+    #[arg(long, default_value = "52:54:00:12:34:56", value_parser = crate::guest::parse_mac)]
+    mac: [u8; 6],
+    /// Show the guest's console as the backup replays it (it is shown once live either way).
     #[arg(long)]
     show_console: bool,
-}
-
-/// Exit status of a backup that lost its primary (it does not go live yet).
-pub const LOST_PRIMARY: i32 = 3;
-
-pub fn primary(args: PrimaryArgs) -> Result<i32> {
-    let (machine, header, io) = crate::record::prepare(&args.guest, None)?;
-    let (listener, at) = ftvm_ft::bind_primary(&args.listen)?;
-    eprintln!("ftvm primary: waiting for a backup on {at}");
-    let channel = ftvm_ft::accept_backup(&listener)?;
-    eprintln!("ftvm primary: backup connected; running");
-    let writer = Writer::new(channel, &header).context("cannot start the log on the channel")?;
-    let recorder = Recorder::new(writer).with_checkpoint_interval(args.checkpoint_interval);
-    crate::record::run_recorded("primary", machine, io, args.clock, None, recorder)
+    #[command(flatten)]
+    ft: FtArgs,
 }
 
 pub fn backup(args: BackupArgs) -> Result<i32> {
+    let timing = args.ft.timing()?;
+    let (dir, _) = args.ft.lock(&args.disk)?;
+    // The disks open now so a wrong path fails before the backup is needed, not at failover.
+    let mut io = IoBackends::default();
+    for (slot, path) in args.disk.iter().enumerate() {
+        let (disk, _) = ftvm_host::FileDisk::open(path, false)?;
+        io.disks.insert(slot as u8, Box::new(disk));
+    }
+    io.entropy = !args.no_rng;
+    let control = Control::new("backup", 0);
+    let _socket = args.ft.serve_control(&control)?;
     let channel = ftvm_ft::connect_to_primary(&args.connect, Duration::from_secs(args.patience))?;
-    let reader = Reader::new(BufReader::with_capacity(1 << 20, channel))
-        .context("cannot read the log header from the primary")?;
-    let machine = ftvm_replay::start_machine(reader.header())?;
+    let link =
+        BackupLink::start(channel, timing, control.clone()).context("the primary's hello")?;
+    let generation = link.generation;
+    control.update(|s| s.generation = generation);
+    let tb = LockFile::new(&dir, &link.lock);
     eprintln!(
-        "ftvm backup: connected to {}; replaying in lockstep",
+        "ftvm backup: connected to {}; generation {generation}; replaying in lockstep",
         args.connect
     );
-    let mut replayer = Replayer::new(machine, reader);
-    if args.show_console {
-        replayer.on_console = Some(crate::record::stdout_sink());
-    }
+    let status = spawn_backup_status(link.clone(), control.clone());
     let started = Instant::now();
-    let end = replayer.run(None)?;
+    let replayed = replay(&link, args.show_console)?;
+    drop(status);
     let secs = started.elapsed().as_secs_f64();
-    match end {
-        ReplayEnd::Complete {
-            icount,
-            checkpoints,
-        } => {
+    let icount = replayed.machine.icount();
+    match replayed.result {
+        Ok(ReplayEnd::Complete { checkpoints, .. }) => {
             eprintln!(
                 "ftvm backup: the primary finished at instruction {icount}; every output and \
                  {checkpoints} checkpoints matched ({secs:.1} s); the backup stops with it"
             );
-            Ok(0)
+            return Ok(0);
         }
-        ReplayEnd::LogEndsEarly {
-            icount,
-            checkpoints,
-        } => {
-            eprintln!(
-                "ftvm backup: lost the primary at instruction {icount} after {checkpoints} \
-                 matched checkpoints ({secs:.1} s); going live is not implemented yet, the \
-                 backup halts"
-            );
-            Ok(LOST_PRIMARY)
+        Ok(ReplayEnd::Until { .. }) => unreachable!("no --until"),
+        Ok(ReplayEnd::LogEndsEarly { .. }) | Err(ReplayError::Log(LogError::Truncated { .. })) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (why, when) = link
+        .lost()
+        .unwrap_or_else(|| ("the log ended".into(), std::time::SystemTime::now()));
+    let when_ms = when
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    eprintln!(
+        "ftvm backup: [t={when_ms}] lost the primary: {why}; replayed every record received, \
+         up to instruction {icount}"
+    );
+    if replayed.halted {
+        eprintln!("ftvm backup: the guest had powered off there; the backup does not go live");
+        return Ok(0);
+    }
+    eprintln!(
+        "ftvm backup: {} test-and-set of generation {generation} on {}",
+        ftvm_ft::stamp(),
+        ftvm_ft::TieBreaker::describe(&tb)
+    );
+    let outcome = ftvm_ft::tiebreak::decide(&tb, generation, &who("backup"), |e| {
+        eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
+    });
+    if let Outcome::Lost { winner } = outcome {
+        control.update(|s| s.role = "halted".into());
+        eprintln!(
+            "ftvm backup: {} the primary won generation {generation} ({winner}); the backup \
+             halts",
+            ftvm_ft::stamp()
+        );
+        return Ok(HALTED);
+    }
+    go_live(
+        replayed.machine,
+        io,
+        &args,
+        replayed.guest_ip,
+        generation,
+        control,
+        &replayed.pending_console,
+    )
+}
+
+/// Where a replay left the backup.
+struct Replayed {
+    result: Result<ReplayEnd, ReplayError>,
+    machine: Machine,
+    pending_console: Vec<u8>,
+    halted: bool,
+    /// The guest's address, from the frames it sent.
+    guest_ip: Option<[u8; 4]>,
+}
+
+/// Replays the channel's log in a thread of its own at a lower CPU priority: on a host it
+/// shares, the backup's replay must yield to whatever serves the VM's clients (its own ack
+/// threads among them; it may trail, and the primary's lag control bounds by how much).
+fn replay(link: &BackupLink, show_console: bool) -> Result<Replayed> {
+    let (log, progress) = (link.log(), link.replayed.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            // SAFETY: setpriority(2) on the calling thread (who = 0 names it on Linux, where
+            // nice is per thread); it only lowers this thread's priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            let _ = tx.send(replay_here(log, progress, show_console));
+        })
+        .context("cannot start the replay thread")?;
+    rx.recv().context("the replay thread died")?
+}
+
+fn replay_here(
+    log: ftvm_ft::InboxReader,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    show_console: bool,
+) -> Result<Replayed> {
+    let reader = Reader::new(BufReader::with_capacity(1 << 20, log))
+        .context("cannot read the log header from the primary")?;
+    let machine = ftvm_replay::start_machine(reader.header())?;
+    let mut replayer = Replayer::new(machine, reader);
+    replayer.progress = Some(progress);
+    if show_console {
+        replayer.on_console = Some(crate::record::stdout_sink());
+    }
+    let guest_ip = Arc::new(std::sync::Mutex::new(None));
+    let ip = guest_ip.clone();
+    replayer.on_request = Some(Box::new(move |_, request| {
+        if let ftvm_virtio::Request::NetTx(frame) = request
+            && let Some(a) = ftvm_ft::announce::source_ipv4(frame)
+            && let Ok(mut ip) = ip.lock()
+        {
+            *ip = Some(a);
         }
-        ReplayEnd::Until { icount } => {
-            eprintln!("ftvm backup: stopped at instruction {icount}");
-            Ok(0)
+    }));
+    let result = replayer.run(None);
+    let pending_console = replayer.unmatched_console().to_vec();
+    let halted = replayer.halted();
+    let guest_ip = *guest_ip.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Replayed {
+        result,
+        machine: replayer.into_machine(),
+        pending_console,
+        halted,
+        guest_ip,
+    })
+}
+
+/// Keeps the backup's status current while it replays; stops when dropped.
+fn spawn_backup_status(link: BackupLink, control: Arc<Control>) -> StopOnDrop {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let received = link.received();
+            let icount = link.replayed.load(std::sync::atomic::Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            control.update(|st| {
+                st.icount = icount;
+                st.log_bytes = received;
+                st.log_mbit_s = received as f64 * 8.0 / secs / 1e6;
+                st.peer = format!("received {received} log bytes from the primary");
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    StopOnDrop(stop)
+}
+
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The backup becomes the VM: real time, the shared disk and the switch attached, requests
+/// the dead primary left unfinished issued again, the network told where the VM is now.
+fn go_live(
+    mut machine: Machine,
+    mut io: IoBackends,
+    args: &BackupArgs,
+    ip: Option<[u8; 4]>,
+    generation: u64,
+    control: Arc<Control>,
+    pending_console: &[u8],
+) -> Result<i32> {
+    if let Some(net) = &args.net {
+        let Some(path) = net.strip_prefix("switch:") else {
+            bail!("--net {net}: a backup joins a switch (switch:SOCKET)");
+        };
+        let port = ftvm_net::Port::connect(Path::new(path))
+            .with_context(|| format!("going live: cannot join the switch at {path}"))?;
+        for frame in ftvm_ft::announce::announcements(args.mac, ip) {
+            port.send(&frame);
+        }
+        io.nets.insert(args.disk.len() as u8, port);
+    }
+    let reissued = machine.outstanding_io();
+    for (slot, request) in &reissued {
+        if let Some(done) = io.serve(*slot, request) {
+            machine.apply(&done);
         }
     }
+    control.update(|s| {
+        s.role = "primary (alone, was backup)".into();
+        s.generation = generation + 1;
+        s.peer = "none".into();
+        s.lag_ms = 0.0;
+    });
+    eprintln!(
+        "ftvm backup: {} live as generation {} at instruction {}: clock on host time, {} disk(s) \
+         and {} attached, {} pending I/O reissued, announced {}",
+        ftvm_ft::stamp(),
+        generation + 1,
+        machine.icount(),
+        args.disk.len(),
+        args.net.as_deref().unwrap_or("no network"),
+        reissued.len(),
+        match ip {
+            Some(ip) => format!(
+                "{}.{}.{}.{} (RARP + gratuitous ARP)",
+                ip[0], ip[1], ip[2], ip[3]
+            ),
+            None => "the MAC (RARP)".into(),
+        }
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(pending_console);
+        let _ = out.flush();
+    }
+    let (end, runner) = run(machine, io, ClockMode::Realtime, &mut Alone { control });
+    eprintln!(
+        "ftvm backup: (live) {end:?} at instruction {}",
+        runner.machine.icount()
+    );
+    Ok(exit_status(end))
+}
+
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// `status` or `poweroff`.
+    #[arg(value_parser = ["status", "poweroff"])]
+    command: String,
+    /// The control sockets of the VMs (`--control` of `ftvm primary` / `ftvm backup`); status
+    /// takes several, one line each.
+    #[arg(long = "socket", required = true)]
+    sockets: Vec<PathBuf>,
+}
+
+pub fn ctl(args: CtlArgs) -> Result<i32> {
+    if args.command == "status" {
+        println!(
+            "{:<30} {:>4} {:>14} {:>9} {:>12} {:>9} {:>5} {:>8}  peer",
+            "role", "gen", "icount", "lag ms", "log bytes", "Mbit/s", "held", "throttle"
+        );
+    }
+    let mut failed = false;
+    for path in &args.sockets {
+        let reply = match ftvm_ft::control::request(path, &args.command) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ftvm ctl: {}: {e}", path.display());
+                failed = true;
+                continue;
+            }
+        };
+        if args.command == "status" {
+            let s: ftvm_ft::Status = serde_json::from_str(&reply)
+                .with_context(|| format!("{}: unexpected reply {reply:?}", path.display()))?;
+            println!(
+                "{:<30} {:>4} {:>14} {:>9.1} {:>12} {:>9.3} {:>5} {:>7.0}%  {}",
+                s.role,
+                s.generation,
+                s.icount,
+                s.lag_ms,
+                s.log_bytes,
+                s.log_mbit_s,
+                s.held_outputs,
+                s.throttle_pct,
+                s.peer
+            );
+        } else if reply != "ok" {
+            eprintln!("ftvm ctl: {}: {reply}", path.display());
+            failed = true;
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
 }

@@ -5,14 +5,21 @@
 
 mod bench;
 mod bench_cpu;
+mod bench_ft;
 mod bench_guest;
 mod bench_redis;
 mod bench_replay;
 mod demo;
+mod demo_shell;
 mod ft;
+mod ft_load;
+mod ft_pair;
 mod guest;
 mod image;
+mod log_stats;
 mod record;
+mod resp;
+mod stress;
 mod switch;
 mod terminal;
 
@@ -41,12 +48,15 @@ struct Cli {
 enum Command {
     /// Boot a guest with its console on this terminal (Ctrl-A x quits).
     Run(RunArgs),
-    /// The main demonstration: boot the default guest, run commands in it, power off.
-    Demo,
+    /// The main demonstration: a primary and a backup running redis, the primary killed
+    /// mid-stream, the backup going live with every acknowledged write.
+    Demo(demo::DemoArgs),
     /// Run a guest like `run`, writing every non-deterministic input to an event log.
     Record(record::RecordArgs),
     /// Re-execute an event log with no host input, checking every output and checkpoint.
     Replay(record::ReplayArgs),
+    /// What an event log is made of: records and bytes by kind.
+    LogStats(log_stats::LogStatsArgs),
     /// Manage the cached guest image.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -55,6 +65,12 @@ enum Command {
     /// Run an FT backup: replay the primary's log in lockstep as it arrives, checking every
     /// output and checkpoint.
     Backup(ft::BackupArgs),
+    /// Talk to a running primary or backup: `status` or `poweroff` (both sides stop, no
+    /// failover).
+    Ctl(ft::CtlArgs),
+    /// Failover after failover of the redis guest at seeded random moments and loads, every
+    /// acknowledged write checked each time.
+    Stress(stress::StressArgs),
     /// The virtual network: a learning switch VMs join, with a gateway forwarding host ports.
     Switch(switch::SwitchArgs),
     /// Measure ftvm against QEMU on the same guest.
@@ -75,9 +91,15 @@ struct RunArgs {
     /// Stop at exactly this instruction count.
     #[arg(long)]
     until: Option<u64>,
-    /// With --until: save a snapshot there.
-    #[arg(long, requires = "until")]
+    /// Stop once the guest's console has printed this text (e.g. a service's ready line).
+    #[arg(long)]
+    until_console: Option<String>,
+    /// With --until or --until-console: save a snapshot where the run stopped.
+    #[arg(long)]
     save_snapshot: Option<PathBuf>,
+    /// A Unix socket answering `ftvm ctl status` and `ftvm ctl poweroff`.
+    #[arg(long)]
+    control: Option<PathBuf>,
     /// Print the state hash and instruction count when the run ends.
     #[arg(long)]
     print_hash: bool,
@@ -98,18 +120,24 @@ fn main() {
 fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Run(args) => run(args),
-        Command::Demo => demo::run().map(|()| 0),
+        Command::Demo(args) => demo::run(args).map(|()| 0),
         Command::Record(args) => record::record(args),
         Command::Replay(args) => record::replay(args),
+        Command::LogStats(args) => log_stats::run(args),
         Command::Image(cmd) => image::command(cmd).map(|()| 0),
         Command::Bench(cmd) => bench::command(cmd).map(|()| 0),
         Command::Switch(args) => switch::run(args).map(|()| 0),
         Command::Primary(args) => ft::primary(args),
         Command::Backup(args) => ft::backup(args),
+        Command::Ctl(args) => ft::ctl(args),
+        Command::Stress(args) => stress::run(args),
     }
 }
 
 fn run(args: RunArgs) -> Result<i32> {
+    if args.save_snapshot.is_some() && args.until.is_none() && args.until_console.is_none() {
+        anyhow::bail!("--save-snapshot needs --until or --until-console to say where");
+    }
     let (machine, io) = match &args.snapshot {
         // The snapshot holds the devices; the disks named again on the command line serve them.
         Some(path) => (
@@ -125,17 +153,30 @@ fn run(args: RunArgs) -> Result<i32> {
     let mut runner = Runner::new(machine, args.clock);
     runner.io = io;
     runner.stop_at = args.until;
+    let control = ftvm_ft::Control::new("solo (no FT)", 0);
+    let _socket = args
+        .control
+        .as_ref()
+        .map(|p| {
+            ftvm_ft::control::serve(p, control.clone())
+                .with_context(|| format!("cannot open the control socket {}", p.display()))
+        })
+        .transpose()?;
     let interactive = std::io::stdin().is_terminal();
+    let mut host =
+        terminal::UntilConsole::new(terminal::Terminal::new(), args.until_console.clone());
     let end = {
         let _raw = interactive.then(terminal::RawMode::enter);
-        runner.run(&mut terminal::Terminal::new())
+        runner.run_observed(&mut host, &mut ftvm_ft::Alone { control })
     };
+    let stopped_at_text = host.seen();
     if args.print_hash {
         let hash = runner.machine.state_hash();
         eprintln!("icount {} state-hash {hash}", runner.machine.icount());
     }
     match end {
-        RunEnd::PowerOff(0) | RunEnd::Stopped => Ok(0),
+        RunEnd::Stopped if stopped_at_text => save_snapshot(&mut runner, &args),
+        RunEnd::PowerOff(0) | RunEnd::Stopped | RunEnd::Fenced => Ok(0),
         RunEnd::PowerOff(code) => {
             eprintln!("ftvm: guest powered off with failure code {code}");
             Ok(code.clamp(1, 255) as i32)
@@ -144,19 +185,21 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("ftvm: guest asked for a reset; ftvm does not reboot guests yet");
             Ok(0)
         }
-        RunEnd::ReachedLimit => {
-            if let Some(path) = &args.save_snapshot {
-                runner
-                    .machine
-                    .save_snapshot(path)
-                    .with_context(|| format!("cannot write snapshot {}", path.display()))?;
-                eprintln!(
-                    "ftvm: snapshot at instruction {} saved to {}",
-                    runner.machine.icount(),
-                    path.display()
-                );
-            }
-            Ok(0)
-        }
+        RunEnd::ReachedLimit => save_snapshot(&mut runner, &args),
     }
+}
+
+fn save_snapshot(runner: &mut Runner, args: &RunArgs) -> Result<i32> {
+    if let Some(path) = &args.save_snapshot {
+        runner
+            .machine
+            .save_snapshot(path)
+            .with_context(|| format!("cannot write snapshot {}", path.display()))?;
+        eprintln!(
+            "ftvm: snapshot at instruction {} saved to {}",
+            runner.machine.icount(),
+            path.display()
+        );
+    }
+    Ok(0)
 }

@@ -118,3 +118,51 @@ impl Host for Terminal {
         }
     }
 }
+
+/// A host that ends the run once the console has shown a given text (`--until-console`).
+pub struct UntilConsole<H: Host> {
+    inner: H,
+    text: Option<Vec<u8>>,
+    tail: Vec<u8>,
+    seen: bool,
+}
+
+impl<H: Host> UntilConsole<H> {
+    pub fn new(inner: H, text: Option<String>) -> Self {
+        UntilConsole {
+            inner,
+            text: text.map(String::into_bytes),
+            tail: Vec::new(),
+            seen: false,
+        }
+    }
+
+    /// Whether the text was seen (and so ended the run).
+    pub fn seen(&self) -> bool {
+        self.seen
+    }
+}
+
+impl<H: Host> Host for UntilConsole<H> {
+    fn output(&mut self, bytes: &[u8]) {
+        self.inner.output(bytes);
+        if let Some(t) = &self.text
+            && !self.seen
+        {
+            self.tail.extend_from_slice(bytes);
+            self.seen = self.tail.windows(t.len()).any(|w| w == t.as_slice());
+            // Only the last len-1 bytes can still begin a match.
+            let keep = t.len().saturating_sub(1);
+            if self.tail.len() > keep {
+                self.tail.drain(..self.tail.len() - keep);
+            }
+        }
+    }
+
+    fn input(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, Stop> {
+        if self.seen {
+            return Err(Stop);
+        }
+        self.inner.input(timeout)
+    }
+}

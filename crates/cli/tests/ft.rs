@@ -1,16 +1,349 @@
-//! End to end: a primary and a backup process in lockstep over the logging channel.
+//! End to end: FT pairs of real processes (switch, primary, backup) running the real redis
+//! guest, failed over at many points; the backup killed; the channel cut; power-off; held
+//! outputs. Every test checks what a redis client would notice.
 
 mod common;
+#[allow(dead_code)]
+#[path = "../src/ft_load.rs"]
+mod ft_load;
+#[allow(dead_code)]
+#[path = "../src/ft_pair.rs"]
+mod ft_pair;
+#[allow(dead_code)]
+#[path = "../src/resp.rs"]
+mod resp;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
+use ft_load::Load;
+use ft_pair::{Pair, PairSpec};
+use resp::{Redis, Reply, check_keys};
+
+/// One pair at a time: each is three busy processes, and failure detection should not be
+/// fighting other tests for the two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn redis_guest() -> ftvm_image::RedisGuest {
+    guest_ready();
+    let out = ftvm().args(["image", "fetch", "--redis"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ftvm_image::ensure_redis_guest(&ftvm_image::FetchOptions {
+        cache_dir: ftvm_image::cache_dir(),
+        progress: false,
+        force: false,
+    })
+    .unwrap()
+}
+
+fn spec(name: &str) -> PairSpec {
+    let dir = tmp(&format!("ft-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut spec = PairSpec::new(env!("CARGO_BIN_EXE_ftvm").into(), redis_guest(), dir);
+    // A loaded CI machine may starve a heartbeat thread; the default 300 ms is for the bench.
+    spec.ft_args = vec!["--timeout-ms".into(), "1000".into()];
+    spec
+}
+
+fn start(spec: &PairSpec) -> Pair {
+    let pair = Pair::start(spec).unwrap();
+    pair.wait_ready(Duration::from_secs(300), |_, _| {})
+        .unwrap();
+    pair
+}
+
+fn client(pair: &Pair) -> Redis {
+    Redis::connect(pair.forward_port, Duration::from_secs(30)).unwrap()
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit in {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Boots a pair, fails it over under `load` and checks what the client saw and the new role.
+fn failover_under_load(name: &str, load: Load, kill_after: Duration) {
+    let _one = serial();
+    let mut pair = start(&spec(name));
+    let n = ft_load::failover_under_load(&mut pair, load, kill_after, 300)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}\nbackup:\n{}", pair.backup().log.text()));
+    let log = pair.backup().log.text();
+    assert!(log.contains("live as generation 2"), "{name}: {log}");
+    let s = Pair::status(pair.backup()).expect("the live VM answers its control socket");
+    assert_eq!(
+        (s.role.as_str(), s.generation),
+        ("primary (alone, was backup)", 2)
+    );
+    eprintln!("{name}: {n} acknowledged writes kept across the failover");
+}
+
+#[test]
+fn failover_while_a_client_sets_keys_one_by_one_early() {
+    failover_under_load("sets-early", Load::Sets, Duration::from_millis(300));
+}
+
+#[test]
+fn failover_while_a_client_sets_keys_one_by_one_late() {
+    failover_under_load("sets-late", Load::Sets, Duration::from_secs(3));
+}
+
+#[test]
+fn failover_while_the_network_is_busy_with_pipelined_writes() {
+    failover_under_load("pipelined-1", Load::Pipelined, Duration::from_secs(1));
+}
+
+#[test]
+fn failover_while_the_network_is_busy_later_on() {
+    failover_under_load("pipelined-2", Load::Pipelined, Duration::from_millis(2500));
+}
+
+#[test]
+fn failover_while_every_write_is_fsynced_to_disk() {
+    failover_under_load("disk-1", Load::Disk, Duration::from_secs(1));
+}
+
+#[test]
+fn failover_while_the_disk_is_busy_later_on() {
+    failover_under_load("disk-2", Load::Disk, Duration::from_millis(2500));
+}
+
+#[test]
+fn failover_during_an_aof_rewrite() {
+    failover_under_load("rewrite", Load::Rewrite, Duration::from_secs(1));
+}
+
+#[test]
+fn failover_of_an_idle_guest_keeps_the_idle_connection() {
+    failover_under_load("idle", Load::Idle, Duration::from_secs(2));
+}
+
+/// Kills the primary `after` into the boot: the backup goes live and finishes booting.
+fn failover_during_boot(name: &str, after: Duration) {
+    let _one = serial();
+    let mut pair = Pair::start(&spec(name)).unwrap();
+    ft_load::failover_during_boot(&mut pair, after)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}\nbackup:\n{}", pair.backup().log.text()));
+    let log = pair.backup().log.text();
+    assert!(log.contains("live as generation 2"), "{log}");
+}
+
+#[test]
+fn failover_early_in_the_boot() {
+    failover_during_boot("boot-early", Duration::from_secs(2));
+}
+
+#[test]
+fn failover_late_in_the_boot() {
+    failover_during_boot("boot-late", Duration::from_secs(7));
+}
+
+#[test]
+fn a_killed_backup_leaves_the_primary_serving_alone() {
+    let _one = serial();
+    let mut pair = start(&spec("backup-killed"));
+    let mut redis = client(&pair);
+    let mut acked = Vec::new();
+    for k in 0..200u64 {
+        if k == 100 {
+            pair.backup_mut().child.kill().unwrap();
+        }
+        let r = redis.command(&["SET", &format!("key:{k}"), &k.to_string()]);
+        assert_eq!(r.unwrap(), Reply::Simple("OK".into()), "SET key:{k}");
+        acked.push(k);
+    }
+    assert!(check_keys(&mut redis, &acked).unwrap().is_empty());
+    let log = pair.primary.log.text();
+    assert!(
+        log.contains("lost the backup") && log.contains("won generation 1"),
+        "{log}"
+    );
+    let s = Pair::status(&pair.primary).unwrap();
+    assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 2));
+}
+
+/// A TCP relay for the logging channel that a test can cut while both ends stay up (a
+/// network partition: no FIN, no RST, just silence).
+struct Relay {
+    cut: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: String) -> (Relay, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            let (a, _) = listener.accept().unwrap();
+            let b = std::net::TcpStream::connect(&to).unwrap();
+            for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        // Cut: bytes are swallowed, the connection stays open.
+                        if !c.load(Ordering::Relaxed) && into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (Relay { cut }, at)
+    }
+}
+
+#[test]
+fn a_cut_channel_lets_exactly_one_side_go_on() {
+    let _one = serial();
+    let mut spec = spec("cut");
+    let relay: Arc<Mutex<Option<Relay>>> = Arc::default();
+    let r = relay.clone();
+    spec.via = Some(Box::new(move |primary: &str| {
+        let (relay, at) = Relay::start(primary.to_string());
+        *r.lock().unwrap() = Some(relay);
+        at
+    }));
+    let mut pair = start(&spec);
+    let mut redis = client(&pair);
+    let mut acked = Vec::new();
+    for k in 0..300u64 {
+        if k == 100 {
+            relay
+                .lock()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .cut
+                .store(true, Ordering::Relaxed);
+        }
+        let r = redis.command(&["SET", &format!("key:{k}"), &k.to_string()]);
+        assert_eq!(r.unwrap(), Reply::Simple("OK".into()), "SET key:{k}");
+        acked.push(k);
+    }
+    assert!(check_keys(&mut redis, &acked).unwrap().is_empty());
+    // Exactly one side won generation 1; the other halted itself with status 4.
+    let (p, b) = (pair.primary.log.text(), pair.backup().log.text());
+    let primary_won = p.contains("continuing alone");
+    let backup_won = b.contains("live as generation 2");
+    assert!(primary_won != backup_won, "primary:\n{p}\nbackup:\n{b}");
+    let loser = if primary_won {
+        &mut pair.backup_mut().child
+    } else {
+        &mut pair.primary.child
+    };
+    assert_eq!(wait_exit(loser, 30).code(), Some(4));
+    let loser_log = if primary_won { b } else { p };
+    assert!(loser_log.contains("halts"), "{loser_log}");
+}
+
+#[test]
+fn ctl_poweroff_stops_both_without_a_failover() {
+    let _one = serial();
+    let mut pair = start(&spec("poweroff"));
+    let mut redis = client(&pair);
+    assert_eq!(
+        redis.command(&["SET", "k", "v"]).unwrap(),
+        Reply::Simple("OK".into())
+    );
+    let status = ftvm()
+        .args(["ctl", "status", "--socket"])
+        .arg(&pair.primary.control)
+        .arg("--socket")
+        .arg(&pair.backup().control)
+        .output()
+        .unwrap();
+    let table = text(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("primary ")
+            && table.lines().nth(2).unwrap().starts_with("backup "),
+        "{table}"
+    );
+    let off = ftvm()
+        .args(["ctl", "poweroff", "--socket"])
+        .arg(&pair.primary.control)
+        .output()
+        .unwrap();
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    assert!(wait_exit(&mut pair.primary.child, 30).success());
+    assert!(wait_exit(&mut pair.backup_mut().child, 30).success());
+    let log = pair.backup().log.text();
+    assert!(
+        log.contains("the primary finished") && !log.contains("live as"),
+        "{log}"
+    );
+}
+
+#[test]
+fn outputs_wait_for_the_backups_ack() {
+    let _one = serial();
+    let pair = start(&spec("held"));
+    let mut redis = client(&pair);
+    let ping = |redis: &mut Redis| {
+        let t = Instant::now();
+        assert_eq!(
+            redis.command(&["PING"]).unwrap(),
+            Reply::Simple("PONG".into())
+        );
+        t.elapsed()
+    };
+    ping(&mut redis);
+    let delay = |ms: u64| {
+        let r = ftvm_ft::control::request(&pair.backup().control, &format!("ack-delay {ms}"));
+        assert_eq!(r.unwrap(), "ok");
+    };
+    delay(1500);
+    // While acks are held back the primary holds the reply: the client cannot see it sooner.
+    let seen_held = Arc::new(AtomicBool::new(false));
+    let (s, ctl) = (seen_held.clone(), pair.primary.control.clone());
+    let watcher = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if let Ok(r) = ftvm_ft::control::request(&ctl, "status")
+                && let Ok(st) = serde_json::from_str::<ftvm_ft::Status>(&r)
+                && st.held_outputs > 0
+            {
+                s.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let held = ping(&mut redis);
+    watcher.join().unwrap();
+    assert!(held >= Duration::from_millis(1400), "reply after {held:?}");
+    assert!(
+        seen_held.load(Ordering::Relaxed),
+        "status never showed held outputs"
+    );
+    delay(0);
+    ping(&mut redis);
+}
 
 /// Starts a primary booting the default guest to the marker and powering off; returns it and
 /// the address it listens on.
-fn start_primary() -> (Child, String) {
+fn start_primary(dir: &std::path::Path) -> (Child, String) {
     let mut child = ftvm()
         .args([
             "primary",
@@ -20,7 +353,8 @@ fn start_primary() -> (Child, String) {
             "builtin",
         ])
         .args(["--append", "console=ttyS0 earlycon=sbi ftvm.init=poweroff"])
-        .args(["--checkpoint-interval", "50000000"])
+        .args(["--checkpoint-interval", "50000000", "--shared-dir"])
+        .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -40,12 +374,22 @@ fn start_primary() -> (Child, String) {
     (child, addr)
 }
 
+fn shared_dir(name: &str) -> std::path::PathBuf {
+    let dir = tmp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[test]
-fn a_backup_replays_the_primary_in_lockstep_to_the_end() {
+fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
     guest_ready();
-    let (mut primary, addr) = start_primary();
+    let _one = serial();
+    let dir = shared_dir("ft-lockstep");
+    let (mut primary, addr) = start_primary(&dir);
     let backup = ftvm()
-        .args(["backup", "--connect", &addr])
+        .args(["backup", "--connect", &addr, "--shared-dir"])
+        .arg(&dir)
         .output()
         .unwrap();
     assert!(primary.wait().unwrap().success());
@@ -55,14 +399,19 @@ fn a_backup_replays_the_primary_in_lockstep_to_the_end() {
         err.contains("the primary finished") && err.contains("checkpoints matched"),
         "{err}"
     );
+    assert!(!err.contains("live as"), "{err}");
 }
 
 #[test]
-fn a_backup_notices_its_primary_killed_mid_boot() {
+fn a_backup_goes_live_when_its_primary_dies_mid_boot_and_finishes_the_boot() {
     guest_ready();
-    let (mut primary, addr) = start_primary();
+    let _one = serial();
+    let dir = shared_dir("ft-mid-boot");
+    let (mut primary, addr) = start_primary(&dir);
     let backup = ftvm()
-        .args(["backup", "--connect", &addr])
+        .args(["backup", "--connect", &addr, "--shared-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -71,6 +420,11 @@ fn a_backup_notices_its_primary_killed_mid_boot() {
     primary.wait().unwrap();
     let out = backup.wait_with_output().unwrap();
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("lost the primary at instruction"), "{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("lost the primary") && err.contains("live as generation 2"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains(MARKER), "{}", text(&out.stdout));
+    assert!(dir.join("ftvm.ft-lock.1").exists());
 }

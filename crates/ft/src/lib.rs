@@ -1,17 +1,59 @@
 //! Fault tolerance: a primary VM and a backup in virtual lockstep (docs/ft-design.md).
 //!
-//! Job: carry the primary's event log to the backup as it is made, over one TCP connection per
-//! pair (the logging channel). The records themselves are `ftvm-log`'s; the primary produces
-//! them with `ftvm-replay`'s `Recorder`, the backup consumes them with its `Replayer`, which
-//! checks every output and checkpoint, so a backup that diverges says so at once.
+//! Job: the protocol of VMware FT (../shared/design/ft-paper.md) on ftvm's event log. The
+//! primary's [`FtPrimary`] observer records to the logging channel and holds every output until
+//! the backup acknowledges the log up to it (the Output Rule); the backup's [`BackupLink`]
+//! feeds `ftvm-replay`'s `Replayer`, which checks every output and checkpoint. Heartbeats and
+//! log/ack traffic detect failure; a [`TieBreaker`] test-and-set on shared storage decides who
+//! runs when the pair splits; [`announce`] moves the network to a backup that goes live.
 //!
-//! Invariants: the channel writes through (TCP_NODELAY, no user-space buffer), so a record the
-//! primary has appended is on its way before the primary goes on; a peer that closes or dies
-//! mid-record shows up at the backup as a log that ends early, never as a record made up.
-//!
-//! This first slice has no acks, Output Rule, failure detection or go-live yet: the backup
-//! replays in lockstep and reports where it lost the primary.
+//! Invariants: an output leaves the primary only after the backup holds the log up to it, or
+//! after the primary won the test-and-set; the loser of a test-and-set never shows another
+//! output; a peer's bytes are untrusted (bounded messages, errors not panics).
 
+pub mod announce;
+mod backup;
 mod channel;
+pub mod control;
+mod primary;
+pub mod tiebreak;
+mod wire;
 
+use std::time::Duration;
+
+pub use backup::{BackupLink, InboxReader};
 pub use channel::{ChannelError, accept_backup, bind_primary, connect_to_primary};
+pub use control::{Alone, Control, Status};
+pub use primary::{FtPrimary, PrimaryConfig};
+pub use tiebreak::{LockFile, Outcome, TieBreaker};
+pub use wire::{ToBackup, ToPrimary, WireError, fuzz_wire};
+
+/// Failure detection's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How often an idle side says it is alive.
+    pub heartbeat: Duration,
+    /// Silence after which the peer counts as failed.
+    pub timeout: Duration,
+}
+
+impl Default for Timing {
+    /// LAN defaults: a 50 ms heartbeat and a 300 ms timeout, well under the paper's seconds,
+    /// yet six missed heartbeats before a failover.
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(50),
+            timeout: Duration::from_millis(300),
+        }
+    }
+}
+
+/// A wall-clock timestamp for event lines (`t=<unix ms>`), so timelines can be put together
+/// from the messages of separate processes.
+pub fn stamp() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("[t={ms}]")
+}

@@ -11,4 +11,4 @@ pub mod io;
 pub mod runner;
 
 pub use io::{BlockBackend, DiskError, FileDisk, IoBackends, IoStats};
-pub use runner::{ClockMode, Host, Observer, RunEnd, Runner, Stop};
+pub use runner::{ClockMode, Gate, Host, Observer, RunEnd, Runner, Stop};

@@ -16,6 +16,12 @@ const SLICE: u64 = 4_000_000;
 /// In real-time mode the clock is re-anchored after every slice, so the slice bounds how late a
 /// timer can fire: about a millisecond of execution.
 const REALTIME_SLICE: u64 = 200_000;
+/// While outputs are held the runner looks for their release this often (about 0.3 ms of
+/// execution): a reply should not wait a whole slice after its ack arrived, and shorter slices
+/// cost the busy guest more in per-slice work than they save.
+const HELD_SLICE: u64 = 100_000;
+/// The longest an idle runner with held outputs waits before looking at its other inputs.
+const HELD_WAIT: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClockMode {
@@ -51,6 +57,48 @@ pub trait Observer {
     fn checkpoint(&mut self, _icount: u64, _hash: u128) {}
     /// The run ended at `icount`.
     fn end(&mut self, _icount: u64, _how: RunEnd) {}
+    /// The Output Rule: the outputs produced so far (console bytes, frames, disk requests) may
+    /// leave the VM once [`Observer::gate`] releases this ticket. The default holds nothing.
+    fn output_barrier(&mut self) -> u64 {
+        0
+    }
+    /// Called between run slices: how far held outputs may go now. Waits at most `wait` for
+    /// that to move (only called with a non-zero wait while outputs are held). It may also pace
+    /// the run (an FT primary slows itself when its backup lags).
+    /// `icount` is where the machine stands, `held` how many outputs wait.
+    fn gate(&mut self, _icount: u64, _held: usize, _wait: Duration) -> Gate {
+        Gate::Release(u64::MAX)
+    }
+    /// Whether the run should end cleanly now (an operator asked): held outputs still leave
+    /// first.
+    fn stop_requested(&self) -> bool {
+        false
+    }
+    /// A descriptor that becomes readable when [`Observer::gate`] may release more: an idle
+    /// runner with held outputs then waits on it together with its network, so a request that
+    /// arrives while a reply waits for its ack is not kept waiting too.
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+}
+
+/// What an observer says about held outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Outputs with tickets up to this may leave.
+    Release(u64),
+    /// End the run now and drop held outputs: this VM must not be seen any more (it lost the
+    /// test-and-set to its peer).
+    Fenced,
+}
+
+/// An output waiting for its ticket.
+enum Held {
+    Console(Vec<u8>),
+    Io {
+        slot: u8,
+        request: ftvm_virtio::Request,
+    },
 }
 
 /// An observer that ignores everything.
@@ -70,6 +118,8 @@ pub enum RunEnd {
     Stopped,
     /// The instruction count reached `Runner::stop_at`.
     ReachedLimit,
+    /// The observer fenced this VM off: its held outputs were dropped.
+    Fenced,
 }
 
 pub struct Runner {
@@ -81,6 +131,8 @@ pub struct Runner {
     pub io: crate::io::IoBackends,
     started: Instant,
     mtime_at_start: u64,
+    /// Outputs waiting for the observer's release, oldest first, each with its ticket.
+    held: std::collections::VecDeque<(u64, Held)>,
 }
 
 impl Runner {
@@ -93,6 +145,7 @@ impl Runner {
             io: Default::default(),
             started: Instant::now(),
             mtime_at_start,
+            held: Default::default(),
         }
     }
 
@@ -124,6 +177,43 @@ impl Runner {
         end
     }
 
+    /// Carries out the held outputs whose tickets are released, oldest first.
+    fn release(&mut self, host: &mut dyn Host, obs: &mut dyn Observer, upto: u64) {
+        while self.held.front().is_some_and(|(t, _)| *t <= upto) {
+            let (_, out) = self.held.pop_front().expect("checked");
+            match out {
+                Held::Console(bytes) => host.output(&bytes),
+                Held::Io { slot, request } => {
+                    // A completion lands at the instruction the machine stands at now.
+                    if let Some(done) = self.io.serve(slot, &request) {
+                        self.apply(obs, done);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The run ends with `end`: held outputs leave first, as soon as they are released.
+    fn drain(&mut self, host: &mut dyn Host, obs: &mut dyn Observer, end: RunEnd) -> RunEnd {
+        while !self.held.is_empty() {
+            match obs.gate(self.machine.icount(), self.held.len(), HELD_WAIT) {
+                Gate::Release(upto) => self.release(host, obs, upto),
+                Gate::Fenced => return self.fence(),
+            }
+        }
+        end
+    }
+
+    fn fence(&mut self) -> RunEnd {
+        self.held.clear();
+        RunEnd::Fenced
+    }
+
+    /// Outputs waiting for release (for status displays).
+    pub fn held_outputs(&self) -> usize {
+        self.held.len()
+    }
+
     fn run_loop(&mut self, host: &mut dyn Host, obs: &mut dyn Observer) -> RunEnd {
         let interval = obs.checkpoint_interval().filter(|&n| n > 0);
         let mut last_checkpoint = 0;
@@ -137,7 +227,9 @@ impl Runner {
                 obs.checkpoint(icount, hash);
                 last_checkpoint = icount;
             }
-            let slice = if self.clock == ClockMode::Realtime {
+            let slice = if !self.held.is_empty() {
+                HELD_SLICE
+            } else if self.clock == ClockMode::Realtime {
                 REALTIME_SLICE
             } else {
                 SLICE
@@ -153,22 +245,49 @@ impl Runner {
                 target = target.min(limit);
             }
             let exit = self.machine.run(target);
+            let mut fresh = 0;
+            let mut halt = None;
+            // Applied after every effect is seen: an input is logged at the slice's end, which
+            // must not come before an output's instruction in the log.
             let mut completions = Vec::new();
             for effect in self.machine.take_effects() {
                 obs.effect(&effect);
                 match effect.kind {
-                    EffectKind::Console(bytes) => host.output(&bytes),
-                    EffectKind::PowerOff(code) => return RunEnd::PowerOff(code),
-                    EffectKind::Reset => return RunEnd::Reset,
+                    EffectKind::Console(bytes) => {
+                        self.held.push_back((0, Held::Console(bytes)));
+                        fresh += 1;
+                    }
+                    EffectKind::PowerOff(code) => halt = Some(RunEnd::PowerOff(code)),
+                    EffectKind::Reset => halt = Some(RunEnd::Reset),
+                    // Entropy leaves nothing behind in the world: no need to hold it.
+                    EffectKind::Io {
+                        slot,
+                        request: request @ ftvm_virtio::Request::Entropy { .. },
+                    } => completions.extend(self.io.serve(slot, &request)),
                     EffectKind::Io { slot, request } => {
-                        completions.extend(self.io.serve(slot, &request));
+                        self.held.push_back((0, Held::Io { slot, request }));
+                        fresh += 1;
                     }
                 }
             }
-            // Served synchronously, so each completion lands at the instruction where the run
-            // stopped for its request: the guest sees the disk as fast as the host's page cache.
             for event in completions {
                 self.apply(obs, event);
+            }
+            if fresh > 0 || halt.is_some() {
+                let ticket = obs.output_barrier();
+                for h in self.held.iter_mut().rev().take(fresh) {
+                    h.0 = ticket;
+                }
+            }
+            if let Some(end) = halt {
+                return self.drain(host, obs, end);
+            }
+            match obs.gate(self.machine.icount(), self.held.len(), Duration::ZERO) {
+                Gate::Release(upto) => self.release(host, obs, upto),
+                Gate::Fenced => return self.fence(),
+            }
+            if obs.stop_requested() {
+                return self.drain(host, obs, RunEnd::Stopped);
             }
             let machine = &self.machine;
             let frames = self.io.receive(|slot| machine.rx_ready(slot));
@@ -177,8 +296,8 @@ impl Runner {
                 self.apply(obs, event);
             }
             let wait = match exit {
-                Exit::PowerOff(code) => return RunEnd::PowerOff(code),
-                Exit::Reset => return RunEnd::Reset,
+                Exit::PowerOff(code) => return self.drain(host, obs, RunEnd::PowerOff(code)),
+                Exit::Reset => return self.drain(host, obs, RunEnd::Reset),
                 Exit::Reached | Exit::Io => Duration::ZERO,
                 Exit::Idle { next_deadline } => match (self.clock, next_deadline) {
                     (ClockMode::Virtual, Some(t)) => {
@@ -190,6 +309,24 @@ impl Runner {
                 },
             };
             let mut wait = if got_frames { Duration::ZERO } else { wait };
+            // Held outputs wake the idle guest as soon as they are released (a disk write's
+            // completion is an input the guest waits for).
+            if !wait.is_zero() && !self.held.is_empty() {
+                let mut gate_wait = wait.min(HELD_WAIT);
+                if let Some(fd) = obs.wake_fd()
+                    && !self.io.nets.is_empty()
+                {
+                    let mut fds = self.io.wait_fds();
+                    fds.push(fd);
+                    ftvm_net::wait_readable(&fds, gate_wait);
+                    gate_wait = Duration::ZERO;
+                }
+                match obs.gate(self.machine.icount(), self.held.len(), gate_wait) {
+                    Gate::Release(upto) => self.release(host, obs, upto),
+                    Gate::Fenced => return self.fence(),
+                }
+                wait = Duration::ZERO;
+            }
             // An idle guest wakes for frames too: with a network, the wait happens on its
             // sockets and the console is looked at after (typed keys wait at most one timer
             // period).
@@ -198,7 +335,7 @@ impl Runner {
                 wait = Duration::ZERO;
             }
             match host.input(wait) {
-                Err(Stop) => return RunEnd::Stopped,
+                Err(Stop) => return self.drain(host, obs, RunEnd::Stopped),
                 Ok(Some(bytes)) => self.apply(obs, InputEvent::ConsoleInput(bytes)),
                 Ok(None) => {}
             }

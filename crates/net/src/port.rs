@@ -186,7 +186,13 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> bool {
         .iter()
         .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
         .collect();
-    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    // Whole milliseconds, rounded up: rounding down turned every sub-millisecond wait into a
+    // busy loop until the guest's next timer.
+    let ms = timeout.as_micros().div_ceil(1000);
+    let t = i32::try_from(ms)
+        .ok()
+        .and_then(|ms| PollTimeout::try_from(ms).ok())
+        .unwrap_or(PollTimeout::MAX);
     matches!(poll(&mut polls, t), Ok(n) if n > 0)
 }
 

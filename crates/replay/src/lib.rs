@@ -12,5 +12,5 @@ mod replay;
 mod start;
 
 pub use record::Recorder;
-pub use replay::{ConsoleSink, Divergence, ReplayEnd, ReplayError, Replayer};
+pub use replay::{ConsoleSink, Divergence, ReplayEnd, ReplayError, Replayer, RequestSink};
 pub use start::{StartError, boot_header, sha256_hex, start_machine};

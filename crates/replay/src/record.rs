@@ -65,6 +65,23 @@ impl<W: Write> Recorder<W> {
         self.log.records()
     }
 
+    /// Everything observed so far goes into the log and out of the writer's buffers; returns the
+    /// log's length in bytes, which then covers every output seen (the FT Output Rule's ticket).
+    pub fn barrier(&mut self) -> u64 {
+        self.flush_console();
+        if self.error.is_none()
+            && let Err(e) = self.log.flush()
+        {
+            self.error = Some(e);
+        }
+        self.log.bytes()
+    }
+
+    /// The first error met writing the log, if any.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// Flushes the log and hands back the writer, or the first error met while recording.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_console();
@@ -114,7 +131,7 @@ impl<W: Write> Observer for Recorder<W> {
         self.flush_console();
         let reason = match how {
             RunEnd::PowerOff(_) | RunEnd::Reset => EndReason::Halted,
-            RunEnd::Stopped | RunEnd::ReachedLimit => EndReason::Stopped,
+            RunEnd::Stopped | RunEnd::ReachedLimit | RunEnd::Fenced => EndReason::Stopped,
         };
         self.append(Record::End { icount, reason });
         if self.error.is_none()

@@ -45,6 +45,8 @@ pub enum ReplayEnd {
 
 /// Receives the console bytes a replay produces.
 pub type ConsoleSink = Box<dyn FnMut(&[u8])>;
+/// Receives the device requests a replay produces: (virtio slot, request).
+pub type RequestSink = Box<dyn FnMut(u8, &ftvm_virtio::Request)>;
 /// A debugging hook run once at a chosen instruction.
 pub type MachineHook = Box<dyn FnMut(&mut Machine)>;
 
@@ -59,6 +61,11 @@ pub struct Replayer<R: Read> {
     checkpoints: u64,
     /// Called with every console byte the replay produces (to show it).
     pub on_console: Option<ConsoleSink>,
+    /// Called with every device request the replay produces (the backup learns its guest's
+    /// address from the frames it would send).
+    pub on_request: Option<RequestSink>,
+    /// Set to the instruction count after each record is replayed (the backup reports it).
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// Called at this instruction (once) with the machine, before anything else happens there:
     /// a debugging hook (e.g. to inject a fault and check that replay notices).
     pub at: Option<(u64, MachineHook)>,
@@ -87,6 +94,8 @@ impl<R: Read> Replayer<R> {
             io: Default::default(),
             checkpoints: 0,
             on_console: None,
+            on_request: None,
+            progress: None,
             at: None,
         }
     }
@@ -124,6 +133,9 @@ impl<R: Read> Replayer<R> {
                     // Replay has no devices behind the machine: requests are only checked, and
                     // their completions come from the log.
                     EffectKind::Io { slot, request } => {
+                        if let Some(f) = &mut self.on_request {
+                            f(slot, &request);
+                        }
                         self.io.push_back((slot, ftvm_log::io_digest(&request)))
                     }
                     other => self.halted = Some(other),
@@ -147,6 +159,22 @@ impl<R: Read> Replayer<R> {
             }
         }
         Ok(())
+    }
+
+    /// The machine, where the replay left it.
+    pub fn into_machine(self) -> Machine {
+        self.machine
+    }
+
+    /// Whether the replayed guest powered off or reset (a backup must not go live then).
+    pub fn halted(&self) -> bool {
+        self.halted.is_some()
+    }
+
+    /// Console bytes replayed after the log's last console record: the primary never showed
+    /// them, so a backup that goes live shows them.
+    pub fn unmatched_console(&self) -> &[u8] {
+        &self.console
     }
 
     /// Replays the whole log, or up to instruction `until`.
@@ -175,6 +203,9 @@ impl<R: Read> Replayer<R> {
                 return Ok(ReplayEnd::Until { icount: u });
             }
             self.run_to(at)?;
+            if let Some(p) = &self.progress {
+                p.store(at, std::sync::atomic::Ordering::Relaxed);
+            }
             match record {
                 Record::Input { event, .. } => self.machine.apply(&event),
                 Record::Output {

@@ -1,0 +1,388 @@
+//! A switch, an FT primary and its backup as separate processes on this host, standing for
+//! three machines (the network, host A, host B), running the redis guest on a shared disk.
+//! Used by `ftvm demo`, `ftvm bench ft` and the end-to-end FT tests (which include this file),
+//! so it names the binary it starts instead of assuming it is that binary.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// What a child printed, collected by a thread as it comes.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn collect(&self, mut from: impl Read + Send + 'static, echo: bool) {
+        let sink = self.0.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if echo {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&buf[..n]);
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// The `[t=<unix ms>]` of the first line containing `what`.
+    pub fn stamp_of(&self, what: &str) -> Option<u128> {
+        self.text()
+            .lines()
+            .find(|l| l.contains(what))?
+            .split("[t=")
+            .nth(1)?
+            .split(']')
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+pub fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Maps an address to another (see [`PairSpec::via`]).
+pub type Via = Box<dyn Fn(&str) -> String>;
+
+/// How to start a pair.
+pub struct PairSpec {
+    /// The `ftvm` binary.
+    pub exe: PathBuf,
+    /// The redis guest (its pristine disk is copied).
+    pub guest: ftvm_image::RedisGuest,
+    /// Scratch directory: the shared disk, the lock records, the sockets.
+    pub dir: PathBuf,
+    pub firmware: String,
+    /// Echo the primary's console here as it runs.
+    pub show_console: bool,
+    /// Extra arguments for both the primary and the backup (e.g. timeouts).
+    pub ft_args: Vec<String>,
+    /// Extra arguments for the backup only.
+    pub backup_args: Vec<String>,
+    /// Maps the primary's channel address to the one the backup dials (a test's proxy).
+    pub via: Option<Via>,
+    /// False: the same VM without FT (`ftvm run`, no backup), to compare against.
+    pub ft: bool,
+    /// Start from this snapshot, with a copy of this disk (taken with it), instead of booting.
+    pub snapshot: Option<(PathBuf, PathBuf)>,
+    /// Keep the primary's console input open (`Pair::type_line`).
+    pub console_input: bool,
+}
+
+impl PairSpec {
+    pub fn new(exe: PathBuf, guest: ftvm_image::RedisGuest, dir: PathBuf) -> PairSpec {
+        PairSpec {
+            exe,
+            guest,
+            dir,
+            firmware: "builtin".into(),
+            show_console: false,
+            ft_args: Vec::new(),
+            backup_args: Vec::new(),
+            via: None,
+            ft: true,
+            snapshot: None,
+            console_input: false,
+        }
+    }
+}
+
+pub struct Side {
+    pub child: Child,
+    pub console: Captured,
+    pub log: Captured,
+    pub control: PathBuf,
+}
+
+pub struct Pair {
+    pub forward_port: u16,
+    pub switch: Child,
+    pub primary: Side,
+    /// None without FT.
+    pub backup: Option<Side>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(exe: &Path, args: &[String], echo: bool, control: PathBuf, input: bool) -> Result<Side> {
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(if input { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start an ftvm process")?;
+    let (console, log) = (Captured::default(), Captured::default());
+    console.collect(child.stdout.take().expect("piped"), echo);
+    log.collect(child.stderr.take().expect("piped"), false);
+    Ok(Side {
+        child,
+        console,
+        log,
+        control,
+    })
+}
+
+fn wait_for(what: &str, patience: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > patience {
+            bail!("{what} did not happen within {patience:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+impl Pair {
+    /// Starts the switch (forwarding a free host port to the guest's redis), the primary on
+    /// a fresh copy of the redis disk, and the backup connected to it.
+    pub fn start(spec: &PairSpec) -> Result<Pair> {
+        std::fs::create_dir_all(&spec.dir)?;
+        let disk = spec.dir.join("redis.img");
+        match &spec.snapshot {
+            None => ftvm_image::copy_root_disk(&spec.guest, &disk)
+                .context("cannot copy the redis disk")?,
+            Some((_, from)) => {
+                let out = Command::new("cp")
+                    .arg("--sparse=always")
+                    .arg(from)
+                    .arg(&disk)
+                    .output()?;
+                if !out.status.success() {
+                    bail!("cannot copy {}", from.display());
+                }
+            }
+        }
+        let socket = spec.dir.join("switch.sock");
+        let _ = std::fs::remove_file(&socket);
+        let forward_port = free_port()?;
+        let forward = format!(
+            "tcp:127.0.0.1:{forward_port}={}:{}",
+            ftvm_image::REDIS_GUEST_IP,
+            ftvm_image::REDIS_PORT
+        );
+        let switch = Command::new(&spec.exe)
+            .args(["switch", "--socket"])
+            .arg(&socket)
+            .args(["--forward", &forward])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the switch")?;
+        wait_for("the switch's socket", Duration::from_secs(10), || {
+            socket.exists()
+        })?;
+        let s = |p: &Path| p.display().to_string();
+        let net = format!("switch:{}", s(&socket));
+        let control = spec.dir.join("primary.ctl");
+        let mut primary_args: Vec<String> = if spec.ft {
+            ["primary", "--listen", "127.0.0.1:0"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            vec!["run".into()]
+        };
+        primary_args.extend(
+            [
+                "--guest",
+                "redis",
+                "--disk",
+                &s(&disk),
+                "--net",
+                &net,
+                "--control",
+                &s(&control),
+            ]
+            .map(String::from),
+        );
+        match &spec.snapshot {
+            Some((snap, _)) => primary_args.extend(["--snapshot".into(), s(snap)]),
+            None => primary_args.extend(["--firmware".into(), spec.firmware.clone()]),
+        }
+        if spec.ft {
+            primary_args.extend(spec.ft_args.iter().cloned());
+        }
+        let mut primary = spawn(
+            &spec.exe,
+            &primary_args,
+            spec.show_console,
+            control,
+            spec.console_input,
+        )?;
+        let stdin = primary.child.stdin.take();
+        if !spec.ft {
+            return Ok(Pair {
+                forward_port,
+                switch,
+                primary,
+                backup: None,
+                stdin,
+            });
+        }
+        let listen = || {
+            let log = primary.log.text();
+            log.lines()
+                .find_map(|l| l.split("waiting for a backup on ").nth(1))
+                .map(|a| a.trim().to_string())
+        };
+        wait_for("the primary's listening", Duration::from_secs(120), || {
+            listen().is_some() || primary.log.text().contains("error")
+        })?;
+        let Some(addr) = listen() else {
+            bail!("the primary failed:\n{}", primary.log.text());
+        };
+        let addr = match &spec.via {
+            Some(via) => via(&addr),
+            None => addr,
+        };
+        let mut backup_args: Vec<String> = [
+            "backup",
+            "--connect",
+            &addr,
+            "--disk",
+            &s(&disk),
+            "--net",
+            &net,
+            "--control",
+            &s(&spec.dir.join("backup.ctl")),
+        ]
+        .map(String::from)
+        .to_vec();
+        backup_args.extend(spec.ft_args.iter().cloned());
+        backup_args.extend(spec.backup_args.iter().cloned());
+        let backup = spawn(
+            &spec.exe,
+            &backup_args,
+            false,
+            spec.dir.join("backup.ctl"),
+            false,
+        )?;
+        Ok(Pair {
+            forward_port,
+            switch,
+            primary,
+            backup: Some(backup),
+            stdin,
+        })
+    }
+
+    /// Waits until the guest's redis answers through the forward; `note` hears both sides'
+    /// status every few seconds meanwhile.
+    pub fn wait_ready(
+        &self,
+        patience: Duration,
+        mut note: impl FnMut(&ftvm_ft::Status, &ftvm_ft::Status),
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut last_note = Instant::now();
+        while !self
+            .primary
+            .console
+            .text()
+            .contains(ftvm_image::REDIS_MARKER)
+        {
+            if started.elapsed() > patience {
+                bail!(
+                    "the guest did not start redis within {patience:?}; primary:\n{}",
+                    self.primary.log.text()
+                );
+            }
+            if last_note.elapsed() >= Duration::from_secs(3) {
+                last_note = Instant::now();
+                if let (Some(p), Some(b)) = (
+                    Pair::status(&self.primary),
+                    self.backup.as_ref().and_then(Pair::status),
+                ) {
+                    note(&p, &b);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        crate::resp::wait_for_redis(self.forward_port, Duration::from_secs(60))?;
+        Ok(())
+    }
+
+    /// The backup (panics for a pair started without FT).
+    pub fn backup(&self) -> &Side {
+        self.backup.as_ref().expect("an FT pair")
+    }
+
+    pub fn backup_mut(&mut self) -> &mut Side {
+        self.backup.as_mut().expect("an FT pair")
+    }
+
+    /// Types a line on the primary's console (`console_input` pairs).
+    pub fn type_line(&mut self, line: &str) -> Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .context("the console input is not open")?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Runs a shell command on the primary's console; what it printed.
+    pub fn console_command(&mut self, cmd: &str, patience: Duration) -> Result<String> {
+        let from = self.primary.console.text().len();
+        self.type_line(&format!("{cmd}; echo PAIR-''STEP-DONE"))?;
+        let start = Instant::now();
+        loop {
+            let t = self.primary.console.text();
+            if let Some(i) = t.get(from..).and_then(|s| s.find("PAIR-STEP-DONE")) {
+                return Ok(t[from..from + i].to_string());
+            }
+            if start.elapsed() > patience {
+                bail!("`{cmd}` did not finish within {patience:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One side's status, if its control socket answers.
+    pub fn status(side: &Side) -> Option<ftvm_ft::Status> {
+        let reply = ftvm_ft::control::request(&side.control, "status").ok()?;
+        serde_json::from_str(&reply).ok()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let mut children = vec![&mut self.primary.child, &mut self.switch];
+        if let Some(b) = &mut self.backup {
+            children.push(&mut b.child);
+        }
+        for c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The backup's side: the log received into a buffer the replayer reads, acks back as bytes
+//! arrive, and the primary's failure noticed.
+//!
+//! Acks say what the backup *holds*, not what it has replayed (§3: the primary must wait only
+//! for the log to be safe on the backup, not for the backup to catch up). A reader thread fills
+//! the inbox; an acker thread sends an ack whenever more has arrived, and at least every
+//! heartbeat. The replayer reads the inbox as an ordinary byte stream that ends when the
+//! primary is declared lost and everything received has been consumed.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::Timing;
+use crate::control::Control;
+use crate::wire::{ToBackup, ToPrimary, WireError};
+
+struct InboxState {
+    buf: VecDeque<u8>,
+    received: u64,
+    /// The newest ack sent.
+    acked: u64,
+    /// Why the primary counts as lost, and when that was decided.
+    closed: Option<(String, std::time::SystemTime)>,
+}
+
+struct Inbox {
+    st: Mutex<InboxState>,
+    cv: Condvar,
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close(&self, why: String) {
+        let mut st = self.lock();
+        if st.closed.is_none() {
+            st.closed = Some((why, std::time::SystemTime::now()));
+        }
+        self.cv.notify_all();
+    }
+}
+
+/// The backup's end of the logging channel (clones share it).
+#[derive(Clone)]
+pub struct BackupLink {
+    inbox: Arc<Inbox>,
+    /// The pair's FT generation, from the primary's hello.
+    pub generation: u64,
+    /// The lock record's name, from the primary's hello.
+    pub lock: String,
+    /// The replayer stores its progress here; acks carry it to the primary.
+    pub replayed: Arc<AtomicU64>,
+}
+
+impl BackupLink {
+    /// Reads the primary's hello and starts the reader and acker threads.
+    pub fn start(
+        stream: TcpStream,
+        timing: Timing,
+        control: Arc<Control>,
+    ) -> Result<BackupLink, WireError> {
+        stream.set_read_timeout(Some(timing.timeout))?;
+        let mut r = &stream;
+        let (generation, lock) = match ToBackup::read(&mut r)? {
+            ToBackup::Hello { generation, lock } => (generation, lock),
+            other => return Err(WireError::Bad(format!("expected a hello, got {other:?}"))),
+        };
+        let inbox = Arc::new(Inbox {
+            st: Mutex::new(InboxState {
+                buf: VecDeque::new(),
+                received: 0,
+                acked: 0,
+                closed: None,
+            }),
+            cv: Condvar::new(),
+        });
+        let replayed = Arc::new(AtomicU64::new(0));
+        let tx = Arc::new(Mutex::new(stream.try_clone()?));
+        let (i1, i2) = (inbox.clone(), inbox.clone());
+        let timeout = timing.timeout;
+        let (r1, r2) = (replayed.clone(), replayed.clone());
+        let (t1, c1) = (tx.clone(), control.clone());
+        std::thread::Builder::new()
+            .name("log-reader".into())
+            .spawn(move || reader(i1, stream, timeout, t1, r1, c1))?;
+        std::thread::Builder::new()
+            .name("acker".into())
+            .spawn(move || acker(i2, tx, timing.heartbeat, r2, control))?;
+        Ok(BackupLink {
+            inbox,
+            generation,
+            lock,
+            replayed,
+        })
+    }
+
+    /// The log as a byte stream for the replayer.
+    pub fn log(&self) -> InboxReader {
+        InboxReader(self.inbox.clone())
+    }
+
+    /// Why and when the primary was declared lost, if it was.
+    pub fn lost(&self) -> Option<(String, std::time::SystemTime)> {
+        self.inbox.lock().closed.clone()
+    }
+
+    /// Log bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.inbox.lock().received
+    }
+}
+
+type Sender = Arc<Mutex<TcpStream>>;
+
+fn send(tx: &Sender, msg: ToPrimary) -> io::Result<()> {
+    msg.write(&mut *tx.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Receives the log; acks each message as soon as it is held (from this thread: a hop to
+/// another would add a scheduling delay to every output the primary holds).
+fn reader(
+    inbox: Arc<Inbox>,
+    mut stream: TcpStream,
+    timeout: Duration,
+    tx: Sender,
+    replayed: Arc<AtomicU64>,
+    control: Arc<Control>,
+) {
+    loop {
+        match ToBackup::read(&mut stream) {
+            Ok(ToBackup::Log(bytes)) => {
+                let received = {
+                    let mut st = inbox.lock();
+                    st.received += bytes.len() as u64;
+                    st.buf.extend(bytes);
+                    inbox.cv.notify_all();
+                    st.received
+                };
+                if control.ack_delay_ms.load(Ordering::Relaxed) == 0 {
+                    let ack = ToPrimary::Ack {
+                        received,
+                        replayed: replayed.load(Ordering::Relaxed),
+                    };
+                    if send(&tx, ack).is_err() {
+                        inbox.close("acking the log failed".into());
+                        break;
+                    }
+                    let mut st = inbox.lock();
+                    st.acked = st.acked.max(received);
+                }
+            }
+            Ok(ToBackup::Heartbeat) => {}
+            Ok(ToBackup::Hello { .. }) => {
+                inbox.close("a second hello on the logging channel".into());
+                break;
+            }
+            Err(WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                inbox.close(format!(
+                    "no log or heartbeat for {} ms",
+                    timeout.as_millis()
+                ));
+                break;
+            }
+            Err(e) => {
+                inbox.close(e.to_string());
+                break;
+            }
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Heartbeats, acks held back by a test's delay, and a relayed power-off.
+fn acker(
+    inbox: Arc<Inbox>,
+    tx: Sender,
+    heartbeat: Duration,
+    replayed: Arc<AtomicU64>,
+    control: Arc<Control>,
+) {
+    // (when it arrived, bytes received by then), for delayed acks.
+    let mut arrivals: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut last_sent = Instant::now();
+    let mut power_off_sent = false;
+    loop {
+        let (received, acked) = {
+            let st = inbox.lock();
+            let mut wait = heartbeat.saturating_sub(last_sent.elapsed());
+            if let Some(&(t, _)) = arrivals.front() {
+                let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
+                wait = wait.min((t + delay).saturating_duration_since(Instant::now()));
+            }
+            let st = inbox
+                .cv
+                .wait_timeout(st, wait.max(Duration::from_millis(1)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if st.closed.is_some() {
+                return;
+            }
+            (st.received, st.acked)
+        };
+        // Read after the wait: the delay may have changed meanwhile.
+        let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
+        let now = Instant::now();
+        if received > acked && arrivals.back().is_none_or(|&(_, r)| r < received) {
+            arrivals.push_back((now, received));
+        }
+        let mut due = acked;
+        while let Some(&(t, r)) = arrivals.front()
+            && t + delay <= now
+        {
+            due = due.max(r);
+            arrivals.pop_front();
+        }
+        if due > acked || last_sent.elapsed() >= heartbeat {
+            let ack = ToPrimary::Ack {
+                received: due,
+                replayed: replayed.load(Ordering::Relaxed),
+            };
+            if send(&tx, ack).is_err() {
+                return;
+            }
+            let mut st = inbox.lock();
+            st.acked = st.acked.max(due);
+            last_sent = now;
+        }
+        if !power_off_sent && control.power_off_requested() {
+            power_off_sent = true;
+            if send(&tx, ToPrimary::PowerOff).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The received log as a byte stream: blocks for more, ends once the primary is lost and
+/// everything received has been read.
+pub struct InboxReader(Arc<Inbox>);
+
+impl Read for InboxReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut st = self.0.lock();
+        while st.buf.is_empty() && st.closed.is_none() {
+            st = self.0.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let n = out.len().min(st.buf.len());
+        let (a, b) = st.buf.as_slices();
+        let from_a = n.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..n].copy_from_slice(&b[..n - from_a]);
+        st.buf.drain(..n);
+        Ok(n)
+    }
+}

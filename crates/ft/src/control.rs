@@ -1,0 +1,184 @@
+//! The operator's handle on a running FT VM: a Unix socket answering `status` and `poweroff`.
+//!
+//! One line in, one line out. Status is JSON so scripts and `ftvm ctl status` read the same.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What `ftvm ctl status` shows for one side of a pair.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// `primary`, `backup`, `primary (alone)` after the peer was lost, `halted` for a loser.
+    pub role: String,
+    /// The FT generation (bumped by every failover).
+    pub generation: u64,
+    /// Guest instructions executed (replayed, on a backup).
+    pub icount: u64,
+    /// The other side's progress as last heard: on a primary the backup's replayed
+    /// instruction count, on a backup the log bytes received.
+    pub peer: String,
+    /// How far the backup's execution trails the primary's, in milliseconds.
+    pub lag_ms: f64,
+    /// Log bytes sent (primary) or received (backup).
+    pub log_bytes: u64,
+    /// Mean logging bandwidth since the start, Mbit/s.
+    pub log_mbit_s: f64,
+    /// Outputs waiting for the backup's ack (primary).
+    pub held_outputs: usize,
+    /// The primary's self-slowing to let a lagging backup catch up: percent of time paused.
+    pub throttle_pct: f64,
+    /// How long outputs waited for the backup's ack (the Output Rule's added latency), p50
+    /// and p99, in milliseconds.
+    pub output_delay_ms: [f64; 2],
+    /// Outputs (barriers) released after an ack.
+    pub outputs_released: u64,
+}
+
+/// State shared between a VM's run loop and its control socket.
+#[derive(Default)]
+pub struct Control {
+    pub status: Mutex<Status>,
+    /// An operator asked for the VM (and its pair) to power off.
+    pub power_off: AtomicBool,
+    /// Testing aid (`ack-delay MS` on a backup's socket): hold every ack back this long, to
+    /// show the Output Rule holding the primary's outputs.
+    pub ack_delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Control {
+    pub fn new(role: &str, generation: u64) -> Arc<Control> {
+        let c = Control::default();
+        {
+            let mut s = c.status.lock().expect("fresh");
+            s.role = role.into();
+            s.generation = generation;
+        }
+        Arc::new(c)
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s)
+        }
+    }
+
+    pub fn power_off_requested(&self) -> bool {
+        self.power_off.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `control` on a Unix socket at `path` (replacing a stale one) in a thread of its own.
+/// The socket file is removed when the returned guard drops.
+pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<SocketGuard> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = answer(conn, &control);
+            }
+        })?;
+    Ok(SocketGuard(path.to_path_buf()))
+}
+
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn answer(conn: UnixStream, control: &Control) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    read_line_bounded(BufReader::new(&conn), &mut line)?;
+    let reply = match line.trim() {
+        "status" => {
+            let s = control.status.lock().map(|s| s.clone()).unwrap_or_default();
+            serde_json::to_string(&s).unwrap_or_default()
+        }
+        "poweroff" => {
+            control.power_off.store(true, Ordering::Relaxed);
+            "ok".into()
+        }
+        cmd if cmd.starts_with("ack-delay ") => match cmd[10..].trim().parse::<u64>() {
+            Ok(ms) if ms <= 60_000 => {
+                control.ack_delay_ms.store(ms, Ordering::Relaxed);
+                "ok".into()
+            }
+            _ => "error: ack-delay takes milliseconds, at most 60000".into(),
+        },
+        other => format!("error: unknown command {other:?} (status, poweroff)"),
+    };
+    (&conn).write_all(format!("{reply}\n").as_bytes())
+}
+
+/// One line of at most 1 KiB: a client cannot make the server buffer without bound.
+fn read_line_bounded(r: impl BufRead, line: &mut String) -> std::io::Result<usize> {
+    r.take(1024).read_line(line)
+}
+
+/// Sends one command to the control socket at `path`; the reply line.
+pub fn request(path: &Path, command: &str) -> std::io::Result<String> {
+    let conn = UnixStream::connect(path)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    (&conn).write_all(format!("{command}\n").as_bytes())?;
+    let mut line = String::new();
+    read_line_bounded(BufReader::new(&conn), &mut line)?;
+    Ok(line.trim().to_string())
+}
+
+/// The observer of a VM running without a backup (a backup that went live, or a primary that
+/// won against its lost backup and handed over): no log, outputs flow at once, and the control
+/// socket still answers.
+pub struct Alone {
+    pub control: Arc<Control>,
+}
+
+impl ftvm_host::Observer for Alone {
+    fn input(&mut self, _: u64, _: &ftvm_machine::InputEvent) {}
+    fn effect(&mut self, _: &ftvm_machine::Effect) {}
+    fn gate(&mut self, icount: u64, held: usize, _wait: Duration) -> ftvm_host::Gate {
+        self.control.update(|s| {
+            s.icount = icount;
+            s.held_outputs = held;
+        });
+        ftvm_host::Gate::Release(u64::MAX)
+    }
+    fn stop_requested(&self) -> bool {
+        self.control.power_off_requested()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_poweroff_over_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.ctl");
+        let control = Control::new("primary", 3);
+        control.update(|s| s.held_outputs = 2);
+        let guard = serve(&path, control.clone()).unwrap();
+        let s: Status = serde_json::from_str(&request(&path, "status").unwrap()).unwrap();
+        assert_eq!(
+            (s.role.as_str(), s.generation, s.held_outputs),
+            ("primary", 3, 2)
+        );
+        assert!(!control.power_off_requested());
+        assert_eq!(request(&path, "poweroff").unwrap(), "ok");
+        assert!(control.power_off_requested());
+        assert!(request(&path, "reboot").unwrap().starts_with("error"));
+        drop(guard);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,580 @@
+//! The primary's side: the log streamed out, acks in, the Output Rule, losing the backup.
+//!
+//! [`FtPrimary`] is the run's observer. It records every input, output and checkpoint like any
+//! recording, into a bounded in-memory outbox that a sender thread streams to the backup; a
+//! receiver thread takes the backup's acks. Outputs leave the VM (the runner holds them) only
+//! when an ack covers the log byte that produced them. When the backup goes silent for the
+//! failure timeout, the primary must win the tie-breaker's test-and-set before it continues
+//! alone; if it loses, it is fenced and never shows another output.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ftvm_host::{Gate, Observer, RunEnd};
+use ftvm_log::Writer;
+use ftvm_machine::{Effect, InputEvent};
+use ftvm_replay::Recorder;
+
+use crate::control::Control;
+use crate::tiebreak::{Outcome, TieBreaker, decide};
+use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary};
+use crate::{Timing, stamp};
+
+/// Bytes the sender sends at once: big enough to fill the pipe, well under [`MAX_MESSAGE`].
+const CHUNK: usize = 1 << 20;
+/// Buffered log bytes worth sending without waiting for a flush.
+const EAGER: usize = 64 << 10;
+
+struct Outbox {
+    buf: VecDeque<u8>,
+    /// An output is waiting for these bytes: send now.
+    flush: bool,
+    acked: u64,
+    backup_icount: u64,
+    /// Why the backup counts as lost (the channel failed or went silent).
+    lost: Option<String>,
+    /// Running alone: log bytes have nowhere to go.
+    alone: bool,
+    /// The backup relayed an operator's power-off.
+    power_off: bool,
+    /// Time the recorder spent waiting for room in a full outbox.
+    stalled: Duration,
+}
+
+struct Link {
+    out: Mutex<Outbox>,
+    cv: Condvar,
+    capacity: usize,
+    /// Written on every ack: the runner's wake-up (see `Observer::wake_fd`).
+    wake: UnixDatagram,
+    /// The channel's sending half. Whoever sends holds this lock from taking bytes out of the
+    /// outbox until they are written, so the log stays in order (lock order: `stream`, then
+    /// `out`).
+    stream: Mutex<TcpStream>,
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends everything in the outbox now.
+    fn send_now(&self) {
+        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let chunk: Vec<u8> = {
+            let mut o = self.lock();
+            if o.lost.is_some() || o.alone || o.buf.is_empty() {
+                return;
+            }
+            let n = o.buf.len().min(CHUNK);
+            let chunk = o.buf.drain(..n).collect();
+            if o.buf.is_empty() {
+                o.flush = false;
+            }
+            self.cv.notify_all();
+            chunk
+        };
+        if let Err(e) = ToBackup::Log(chunk).write(&mut *stream) {
+            drop(stream);
+            self.lose(format!("sending the log failed: {e}"));
+        }
+    }
+
+    fn lose(&self, why: String) {
+        let mut o = self.lock();
+        if o.lost.is_none() {
+            o.lost = Some(why);
+        }
+        self.cv.notify_all();
+        self.wake();
+    }
+
+    /// Never blocks: a full wake-up socket already says "look".
+    fn wake(&self) {
+        let _ = self.wake.send(&[1]);
+    }
+}
+
+/// The recorder's output: the outbox. It blocks only while the outbox is full (the primary
+/// stalls, as the paper's does, rather than lose log entries).
+pub struct LinkWriter(Arc<Link>);
+
+impl Write for LinkWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let link = &self.0;
+        let mut o = link.lock();
+        let start = Instant::now();
+        while !o.alone
+            && o.lost.is_none()
+            && !o.buf.is_empty()
+            && o.buf.len() + bytes.len() > link.capacity
+        {
+            o.flush = true;
+            link.cv.notify_all();
+            o = link.cv.wait(o).unwrap_or_else(|e| e.into_inner());
+        }
+        o.stalled += start.elapsed();
+        // Once the backup is lost these bytes go nowhere: either this side wins and runs alone,
+        // or it is fenced.
+        if !o.alone && o.lost.is_none() {
+            o.buf.extend(bytes);
+            if o.buf.len() >= EAGER {
+                link.cv.notify_all();
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // The sender thread sends: a TCP send costs the caller tens of microseconds (loopback
+        // delivery runs in the sender's context), and the caller is the VM's only thread.
+        let mut o = self.0.lock();
+        o.flush = true;
+        self.0.cv.notify_all();
+        Ok(())
+    }
+}
+
+fn sender(link: Arc<Link>, heartbeat: Duration) {
+    let mut last_sent = Instant::now();
+    loop {
+        let heartbeat_due = {
+            let mut o = link.lock();
+            loop {
+                if o.lost.is_some() || o.alone {
+                    return;
+                }
+                let idle = last_sent.elapsed();
+                if !o.buf.is_empty() && (o.flush || o.buf.len() >= EAGER || idle >= heartbeat) {
+                    break false;
+                }
+                if idle >= heartbeat {
+                    break true;
+                }
+                o = link
+                    .cv
+                    .wait_timeout(o, heartbeat - idle)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        };
+        if heartbeat_due {
+            let mut stream = link.stream.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = ToBackup::Heartbeat.write(&mut *stream) {
+                drop(stream);
+                link.lose(format!("sending a heartbeat failed: {e}"));
+                return;
+            }
+        } else {
+            link.send_now();
+        }
+        last_sent = Instant::now();
+    }
+}
+
+fn receiver(link: Arc<Link>, mut stream: TcpStream, timeout: Duration) {
+    let _ = stream.set_read_timeout(Some(timeout));
+    loop {
+        match ToPrimary::read(&mut stream) {
+            Ok(ToPrimary::Ack { received, replayed }) => {
+                let mut o = link.lock();
+                let more = received > o.acked;
+                o.acked = o.acked.max(received);
+                o.backup_icount = o.backup_icount.max(replayed);
+                link.cv.notify_all();
+                drop(o);
+                if more {
+                    link.wake();
+                }
+            }
+            Ok(ToPrimary::PowerOff) => {
+                link.lock().power_off = true;
+                link.cv.notify_all();
+                link.wake();
+            }
+            Err(e) => {
+                let why = match &e {
+                    crate::WireError::Io(io)
+                        if matches!(
+                            io.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        format!("no ack or heartbeat for {} ms", timeout.as_millis())
+                    }
+                    _ => e.to_string(),
+                };
+                link.lose(why);
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+/// What the primary's side of the protocol is set to.
+#[derive(Debug, Clone)]
+pub struct PrimaryConfig {
+    pub generation: u64,
+    /// The lock record's name, sent to the backup.
+    pub lock: String,
+    /// Who this side is, as written in a lock record it wins.
+    pub who: String,
+    pub timing: Timing,
+    /// Outbox size: the primary stalls only when this much log is unsent.
+    pub buffer: usize,
+    /// Execution lag beyond which the primary slows itself down.
+    pub max_lag: Duration,
+    pub checkpoint_interval: u64,
+}
+
+/// The primary's observer: records to the logging channel, enforces the Output Rule, detects
+/// the backup's failure and settles it with the tie-breaker.
+pub struct FtPrimary {
+    rec: Recorder<LinkWriter>,
+    link: Arc<Link>,
+    tb: Box<dyn TieBreaker>,
+    cfg: PrimaryConfig,
+    control: Arc<Control>,
+    alone: bool,
+    /// The newest ticket handed out: outputs wait for an ack this far.
+    ticket: u64,
+    started: Instant,
+    /// (instruction count, when the primary was there), for the execution lag.
+    samples: VecDeque<(u64, Instant)>,
+    lag: Duration,
+    throttle: f64,
+    last_adjust: Instant,
+    last_gate: Instant,
+    /// Tickets handed out and not yet acked, with when: the Output Rule's added latency.
+    waiting: VecDeque<(u64, Instant)>,
+    wake_rx: UnixDatagram,
+    delays: Delays,
+    last_publish: Instant,
+}
+
+/// How long outputs waited for their ack: a histogram of 10 µs buckets up to 100 ms, so
+/// percentiles cost nothing per output and little per status request.
+struct Delays {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+const DELAY_BUCKET_US: u64 = 10;
+const DELAY_BUCKETS: usize = 10_000;
+
+impl Delays {
+    fn new() -> Delays {
+        Delays {
+            counts: vec![0; DELAY_BUCKETS + 1],
+            total: 0,
+        }
+    }
+
+    fn add(&mut self, d: Duration) {
+        let b = (d.as_micros() as u64 / DELAY_BUCKET_US).min(DELAY_BUCKETS as u64) as usize;
+        self.counts[b] += 1;
+        self.total += 1;
+    }
+
+    /// The `q` quantile in milliseconds (upper edge of its bucket).
+    fn quantile_ms(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let want = ((self.total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return ((i as u64 + 1) * DELAY_BUCKET_US) as f64 / 1000.0;
+            }
+        }
+        (DELAY_BUCKETS as u64 * DELAY_BUCKET_US) as f64 / 1000.0
+    }
+}
+
+impl FtPrimary {
+    /// Starts streaming to the backup on `stream`: the hello, then the log from `header` on.
+    pub fn start(
+        stream: TcpStream,
+        header: &ftvm_log::LogHeader,
+        cfg: PrimaryConfig,
+        tb: Box<dyn TieBreaker>,
+        control: Arc<Control>,
+    ) -> io::Result<FtPrimary> {
+        let mut hello = &stream;
+        ToBackup::Hello {
+            generation: cfg.generation,
+            lock: cfg.lock.clone(),
+        }
+        .write(&mut hello)?;
+        let (wake_tx, wake_rx) = UnixDatagram::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let link = Arc::new(Link {
+            out: Mutex::new(Outbox {
+                buf: VecDeque::new(),
+                flush: false,
+                acked: 0,
+                backup_icount: 0,
+                lost: None,
+                alone: false,
+                power_off: false,
+                stalled: Duration::ZERO,
+            }),
+            cv: Condvar::new(),
+            capacity: cfg.buffer.max(MAX_MESSAGE),
+            stream: Mutex::new(stream.try_clone()?),
+            wake: wake_tx,
+        });
+        let rx = stream;
+        let (l1, l2) = (link.clone(), link.clone());
+        let (hb, to) = (cfg.timing.heartbeat, cfg.timing.timeout);
+        std::thread::Builder::new()
+            .name("log-sender".into())
+            .spawn(move || sender(l1, hb))?;
+        std::thread::Builder::new()
+            .name("ack-receiver".into())
+            .spawn(move || receiver(l2, rx, to))?;
+        let writer = Writer::new(LinkWriter(link.clone()), header)?;
+        let rec = Recorder::new(writer).with_checkpoint_interval(cfg.checkpoint_interval);
+        let now = Instant::now();
+        Ok(FtPrimary {
+            rec,
+            link,
+            tb,
+            cfg,
+            control,
+            alone: false,
+            ticket: 0,
+            started: now,
+            samples: VecDeque::new(),
+            lag: Duration::ZERO,
+            throttle: 0.0,
+            last_adjust: now,
+            last_gate: now,
+            waiting: VecDeque::new(),
+            wake_rx,
+            delays: Delays::new(),
+            last_publish: now,
+        })
+    }
+
+    /// Log bytes written so far.
+    pub fn log_bytes(&self) -> u64 {
+        self.rec.bytes()
+    }
+
+    /// Time the run spent waiting for room in the outbox.
+    pub fn stalled(&self) -> Duration {
+        self.link.lock().stalled
+    }
+
+    /// After the run: waits (at most `patience`) until the backup has the whole log, so that it
+    /// sees the end record and stops rather than going live. True if it got it.
+    pub fn finish(mut self, patience: Duration) -> bool {
+        let end = self.rec.barrier();
+        let deadline = Instant::now() + patience;
+        let mut o = self.link.lock();
+        loop {
+            if o.alone || o.acked >= end {
+                return true;
+            }
+            if o.lost.is_some() || Instant::now() >= deadline {
+                return false;
+            }
+            o = self
+                .link
+                .cv
+                .wait_timeout(o, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Slows the primary when the backup's execution trails by more than `max_lag`, a few
+    /// percent at a time, and lets it go again as the backup catches up (§5: a slow feedback
+    /// loop, so the pair settles instead of oscillating).
+    fn pace(&mut self, icount: u64, backup_icount: u64) {
+        let now = Instant::now();
+        if self
+            .samples
+            .back()
+            .is_none_or(|(_, t)| now - *t >= Duration::from_millis(10))
+        {
+            self.samples.push_back((icount, now));
+        }
+        while self.samples.len() > 1 && self.samples[1].0 <= backup_icount {
+            self.samples.pop_front();
+        }
+        self.lag = match self.samples.front() {
+            Some(&(i, t)) if i <= backup_icount && backup_icount < icount => now - t,
+            Some(&(i, t)) if i > backup_icount => now - t,
+            _ => Duration::ZERO,
+        };
+        if now - self.last_adjust >= Duration::from_millis(100) {
+            self.last_adjust = now;
+            if self.lag > self.cfg.max_lag {
+                self.throttle = (self.throttle + 0.05).min(0.9);
+            } else if self.lag < self.cfg.max_lag / 2 {
+                self.throttle = (self.throttle - 0.05).max(0.0);
+            }
+        }
+        let ran = now - self.last_gate;
+        if self.throttle > 0.0 {
+            let pause = ran.mul_f64(self.throttle / (1.0 - self.throttle));
+            std::thread::sleep(pause.min(Duration::from_millis(100)));
+        }
+        self.last_gate = Instant::now();
+    }
+
+    fn publish(&mut self, icount: u64, held: usize, backup_icount: u64) {
+        let now = Instant::now();
+        if now - self.last_publish < Duration::from_millis(50) {
+            return;
+        }
+        self.last_publish = now;
+        let (p50, p99, n) = (
+            self.delays.quantile_ms(0.5),
+            self.delays.quantile_ms(0.99),
+            self.delays.total,
+        );
+        let bytes = self.rec.bytes();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let (lag, throttle) = (self.lag, self.throttle);
+        self.control.update(|s| {
+            s.icount = icount;
+            s.held_outputs = held;
+            s.log_bytes = bytes;
+            s.log_mbit_s = bytes as f64 * 8.0 / secs / 1e6;
+            s.lag_ms = lag.as_secs_f64() * 1e3;
+            s.throttle_pct = throttle * 100.0;
+            s.peer = format!("backup replayed to instruction {backup_icount}");
+            s.output_delay_ms = [p50, p99];
+            s.outputs_released = n;
+        });
+    }
+
+    /// The backup is gone or cut off: continue alone only with the tie-breaker's say-so.
+    fn settle(&mut self, why: &str) -> Gate {
+        let g = self.cfg.generation;
+        eprintln!("ftvm primary: {} lost the backup: {why}", stamp());
+        eprintln!(
+            "ftvm primary: {} test-and-set of generation {g} on {}",
+            stamp(),
+            self.tb.describe()
+        );
+        let outcome = decide(&*self.tb, g, &self.cfg.who, |e| {
+            eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
+        });
+        match outcome {
+            Outcome::Won => {
+                self.alone = true;
+                self.link.lock().alone = true;
+                self.link.cv.notify_all();
+                self.control.update(|s| {
+                    s.role = "primary (alone)".into();
+                    s.generation = g + 1;
+                    s.peer = "none".into();
+                });
+                eprintln!(
+                    "ftvm primary: {} won generation {g}; continuing alone as generation {}, \
+                     outputs flow without acks",
+                    stamp(),
+                    g + 1
+                );
+                Gate::Release(u64::MAX)
+            }
+            Outcome::Lost { winner } => {
+                self.control.update(|s| s.role = "halted".into());
+                eprintln!(
+                    "ftvm primary: {} the backup won generation {g} ({winner}); this VM halts \
+                     without another output",
+                    stamp()
+                );
+                Gate::Fenced
+            }
+        }
+    }
+}
+
+impl Observer for FtPrimary {
+    fn input(&mut self, icount: u64, event: &InputEvent) {
+        self.rec.input(icount, event)
+    }
+
+    fn effect(&mut self, effect: &Effect) {
+        self.rec.effect(effect)
+    }
+
+    fn checkpoint_interval(&self) -> Option<u64> {
+        self.rec.checkpoint_interval()
+    }
+
+    fn checkpoint(&mut self, icount: u64, hash: u128) {
+        self.rec.checkpoint(icount, hash)
+    }
+
+    fn end(&mut self, icount: u64, how: RunEnd) {
+        self.rec.end(icount, how)
+    }
+
+    fn output_barrier(&mut self) -> u64 {
+        // Timed from before the flush: on loopback the ack can be back before it returns.
+        let since = Instant::now();
+        self.ticket = self.rec.barrier();
+        if !self.alone && self.waiting.back().is_none_or(|&(t, _)| t < self.ticket) {
+            self.waiting.push_back((self.ticket, since));
+        }
+        self.ticket
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.control.power_off_requested() || self.link.lock().power_off
+    }
+
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.wake_rx.as_fd())
+    }
+
+    fn gate(&mut self, icount: u64, held: usize, wait: Duration) -> Gate {
+        let mut drain = [0u8; 64];
+        while self.wake_rx.recv(&mut drain).is_ok() {}
+        if self.alone {
+            self.publish(icount, held, 0);
+            return Gate::Release(u64::MAX);
+        }
+        let backup_icount = self.link.lock().backup_icount;
+        self.pace(icount, backup_icount);
+        self.publish(icount, held, backup_icount);
+        let mut o = self.link.lock();
+        if o.lost.is_none() && !wait.is_zero() && o.acked < self.ticket {
+            o = self
+                .link
+                .cv
+                .wait_timeout(o, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if let Some(why) = o.lost.clone() {
+            drop(o);
+            return self.settle(&why);
+        }
+        let acked = o.acked;
+        drop(o);
+        let now = Instant::now();
+        while let Some(&(t, since)) = self.waiting.front()
+            && t <= acked
+        {
+            self.delays.add(now - since);
+            self.waiting.pop_front();
+        }
+        Gate::Release(acked)
+    }
+}
