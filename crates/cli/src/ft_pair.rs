@@ -119,6 +119,8 @@ pub struct Pair {
     pub primary: Side,
     /// None without FT.
     pub backup: Option<Side>,
+    /// Started from a snapshot (the ready line was printed before it was taken).
+    from_snapshot: bool,
     stdin: Option<std::process::ChildStdin>,
 }
 
@@ -242,6 +244,7 @@ impl Pair {
                 switch,
                 primary,
                 backup: None,
+                from_snapshot: spec.snapshot.is_some(),
                 stdin,
             });
         }
@@ -288,6 +291,7 @@ impl Pair {
             switch,
             primary,
             backup: Some(backup),
+            from_snapshot: spec.snapshot.is_some(),
             stdin,
         })
     }
@@ -301,11 +305,12 @@ impl Pair {
     ) -> Result<()> {
         let started = Instant::now();
         let mut last_note = Instant::now();
-        while !self
-            .primary
-            .console
-            .text()
-            .contains(ftvm_image::REDIS_MARKER)
+        while !self.from_snapshot
+            && !self
+                .primary
+                .console
+                .text()
+                .contains(ftvm_image::REDIS_MARKER)
         {
             if started.elapsed() > patience {
                 bail!(

@@ -54,6 +54,41 @@ fn spec(name: &str) -> PairSpec {
     spec
 }
 
+/// The redis guest booted once to its ready line and saved with its disk: the tests that fail
+/// over a running guest start there instead of booting again.
+fn ready_snapshot() -> (std::path::PathBuf, std::path::PathBuf) {
+    static SNAPSHOT: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    SNAPSHOT
+        .get_or_init(|| {
+            let guest = redis_guest();
+            let dir = tmp("ft-ready");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let (disk, snap) = (dir.join("redis.img"), dir.join("ready.snap"));
+            ftvm_image::copy_root_disk(&guest, &disk).unwrap();
+            let forward = format!("tcp:127.0.0.1:{}=10.0.2.15:6379", free_port());
+            let out = ftvm()
+                .args(["run", "--guest", "redis", "--firmware", "builtin", "--disk"])
+                .arg(&disk)
+                .args(["--forward", &forward, "--until-console", "FTVM-REDIS-READY"])
+                .arg("--save-snapshot")
+                .arg(&snap)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            (snap, disk)
+        })
+        .clone()
+}
+
+/// A pair running the ready redis guest, from the shared snapshot.
+fn spec_ready(name: &str) -> PairSpec {
+    let mut spec = spec(name);
+    spec.snapshot = Some(ready_snapshot());
+    spec
+}
+
 fn start(spec: &PairSpec) -> Pair {
     let pair = Pair::start(spec).unwrap();
     pair.wait_ready(Duration::from_secs(300), |_, _| {})
@@ -82,7 +117,7 @@ fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
 /// Boots a pair, fails it over under `load` and checks what the client saw and the new role.
 fn failover_under_load(name: &str, load: Load, kill_after: Duration) {
     let _one = serial();
-    let mut pair = start(&spec(name));
+    let mut pair = start(&spec_ready(name));
     let n = ft_load::failover_under_load(&mut pair, load, kill_after, 300)
         .unwrap_or_else(|e| panic!("{name}: {e:#}\nbackup:\n{}", pair.backup().log.text()));
     let log = pair.backup().log.text();
@@ -158,7 +193,7 @@ fn failover_late_in_the_boot() {
 #[test]
 fn a_killed_backup_leaves_the_primary_serving_alone() {
     let _one = serial();
-    let mut pair = start(&spec("backup-killed"));
+    let mut pair = start(&spec_ready("backup-killed"));
     let mut redis = client(&pair);
     let mut acked = Vec::new();
     for k in 0..200u64 {
@@ -218,7 +253,7 @@ impl Relay {
 #[test]
 fn a_cut_channel_lets_exactly_one_side_go_on() {
     let _one = serial();
-    let mut spec = spec("cut");
+    let mut spec = spec_ready("cut");
     let relay: Arc<Mutex<Option<Relay>>> = Arc::default();
     let r = relay.clone();
     spec.via = Some(Box::new(move |primary: &str| {
@@ -262,7 +297,7 @@ fn a_cut_channel_lets_exactly_one_side_go_on() {
 #[test]
 fn ctl_poweroff_stops_both_without_a_failover() {
     let _one = serial();
-    let mut pair = start(&spec("poweroff"));
+    let mut pair = start(&spec_ready("poweroff"));
     let mut redis = client(&pair);
     assert_eq!(
         redis.command(&["SET", "k", "v"]).unwrap(),
@@ -300,7 +335,7 @@ fn ctl_poweroff_stops_both_without_a_failover() {
 #[test]
 fn outputs_wait_for_the_backups_ack() {
     let _one = serial();
-    let pair = start(&spec("held"));
+    let pair = start(&spec_ready("held"));
     let mut redis = client(&pair);
     let ping = |redis: &mut Redis| {
         let t = Instant::now();
