@@ -18,6 +18,11 @@ use crate::Timing;
 use crate::control::Control;
 use crate::wire::{ToBackup, ToPrimary, WireError};
 
+/// Log held in memory beyond what the replayer has taken: past this the reader stops reading,
+/// so TCP pushes back and the primary's outbox fills and stalls it, as the paper's primary
+/// stalls when the backup's buffer is full. A primary cannot make the backup allocate more.
+pub const INBOX_LIMIT: usize = 256 << 20;
+
 struct InboxState {
     buf: VecDeque<u8>,
     received: u64,
@@ -30,6 +35,7 @@ struct InboxState {
 struct Inbox {
     st: Mutex<InboxState>,
     cv: Condvar,
+    limit: usize,
 }
 
 impl Inbox {
@@ -65,6 +71,15 @@ impl BackupLink {
         timing: Timing,
         control: Arc<Control>,
     ) -> Result<BackupLink, WireError> {
+        Self::start_with_limit(stream, timing, control, INBOX_LIMIT)
+    }
+
+    fn start_with_limit(
+        stream: TcpStream,
+        timing: Timing,
+        control: Arc<Control>,
+        limit: usize,
+    ) -> Result<BackupLink, WireError> {
         stream.set_read_timeout(Some(timing.timeout))?;
         let mut r = &stream;
         let (generation, lock) = match ToBackup::read(&mut r)? {
@@ -79,6 +94,7 @@ impl BackupLink {
                 closed: None,
             }),
             cv: Condvar::new(),
+            limit,
         });
         let replayed = Arc::new(AtomicU64::new(0));
         let tx = Arc::new(Mutex::new(stream.try_clone()?));
@@ -137,6 +153,12 @@ fn reader(
             Ok(ToBackup::Log(bytes)) => {
                 let received = {
                     let mut st = inbox.lock();
+                    while !st.buf.is_empty()
+                        && st.buf.len() + bytes.len() > inbox.limit
+                        && st.closed.is_none()
+                    {
+                        st = inbox.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
                     st.received += bytes.len() as u64;
                     st.buf.extend(bytes);
                     inbox.cv.notify_all();
@@ -246,7 +268,7 @@ fn acker(
 }
 
 /// The received log as a byte stream: blocks for more, ends once the primary is lost and
-/// everything received has been read.
+/// everything received has been read. Memory is bounded by [`INBOX_LIMIT`].
 pub struct InboxReader(Arc<Inbox>);
 
 impl Read for InboxReader {
@@ -260,7 +282,64 @@ impl Read for InboxReader {
         let from_a = n.min(a.len());
         out[..from_a].copy_from_slice(&a[..from_a]);
         out[from_a..n].copy_from_slice(&b[..n - from_a]);
+        let was_full = st.buf.len() + crate::wire::MAX_MESSAGE > self.0.limit;
         st.buf.drain(..n);
+        if was_full {
+            // A reader held back by a full inbox may go on.
+            self.0.cv.notify_all();
+        }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A primary that streams faster than the backup consumes fills the inbox to its limit and
+    /// no further; the rest waits in TCP (and, in a real primary, its outbox).
+    #[test]
+    fn a_full_inbox_pushes_back_instead_of_growing() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        let primary = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            ToBackup::Hello {
+                generation: 1,
+                lock: "vm".into(),
+            }
+            .write(&mut s)
+            .unwrap();
+            for _ in 0..64 {
+                ToBackup::Log(vec![7; 1 << 20]).write(&mut s).unwrap();
+            }
+            // Closing with unread acks would reset the connection: read them to the end.
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
+        });
+        let s = TcpStream::connect(at).unwrap();
+        let timing = Timing {
+            heartbeat: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+        };
+        let link =
+            BackupLink::start_with_limit(s, timing, Control::new("backup", 0), 8 << 20).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let held = link.inbox.lock().buf.len();
+        assert!(held <= 8 << 20, "{held} bytes held");
+        assert!(link.received() <= 8 << 20);
+        // Reading everything lets the rest in, and every byte arrives.
+        let mut got = 0;
+        let mut r = link.log();
+        let mut buf = vec![0u8; 1 << 20];
+        while got < 64 << 20 {
+            let n = r.read(&mut buf).unwrap();
+            assert!(n > 0);
+            assert!(buf[..n].iter().all(|&b| b == 7));
+            got += n;
+        }
+        primary.join().unwrap();
     }
 }
