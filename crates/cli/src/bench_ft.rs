@@ -10,13 +10,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::bench::spread;
 use crate::bench_guest::{timed, timed_seconds};
+use crate::ft_load::{Fail, Load, failover_watched};
 use crate::ft_pair::{Pair, PairSpec};
-use crate::resp::{Redis, Reply, check_keys};
 
 /// The CPU job of `bench cpu`.
 const CPU_JOB: &str =
@@ -131,43 +131,21 @@ fn one(ft: bool, rep: usize, args: &FtBench) -> Result<Run> {
 /// Writes keys, fails the primary, and returns ms from the failure to the first reply (and to
 /// the backup's detection), after checking every acknowledged key.
 fn failover(pair: &mut Pair, freeze: bool) -> Result<(f64, Option<f64>)> {
-    let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(30))?;
-    let mut acked = Vec::new();
-    let started = Instant::now();
-    let mut failed_at = None;
-    let mut first = None;
-    let mut i = 0u64;
-    let mut after = 0;
-    while after < 100 {
-        if failed_at.is_none() && started.elapsed() >= Duration::from_secs(1) {
-            let pid = pair.primary.child.id() as i32;
-            let sig = if freeze { libc::SIGSTOP } else { libc::SIGKILL };
-            // SAFETY: kill(2) on the primary's own pid, a child this process started and has
-            // not waited for, so the pid is still that child's.
-            unsafe { libc::kill(pid, sig) };
-            failed_at = Some((Instant::now(), crate::ft_pair::unix_ms()));
-        }
-        let reply = redis.command(&["SET", &format!("key:{i}"), &i.to_string()])?;
-        ensure!(
-            reply == Reply::Simple("OK".into()),
-            "SET key:{i}: {reply:?}"
-        );
-        acked.push(i);
-        if let Some((t, _)) = failed_at {
-            first.get_or_insert_with(|| t.elapsed());
-            after += 1;
-        }
-        i += 1;
-    }
-    let missing = check_keys(&mut redis, &acked)?;
-    ensure!(missing.is_empty(), "lost acknowledged keys: {missing:?}");
-    let (_, killed_ms) = failed_at.expect("failed above");
+    let how = if freeze { Fail::Freeze } else { Fail::Kill };
+    let f = failover_watched(
+        pair,
+        Load::Sets,
+        Duration::from_secs(1),
+        100,
+        how,
+        &mut |_| {},
+    )?;
     let detect = pair
         .backup()
         .log
         .stamp_of("lost the primary")
-        .map(|t| t.saturating_sub(killed_ms) as f64);
-    Ok((first.expect("a reply").as_secs_f64() * 1e3, detect))
+        .map(|t| t.saturating_sub(f.failed_at_ms) as f64);
+    Ok((f.first_reply.as_secs_f64() * 1e3, detect))
 }
 
 /// A table line: name, the figure, its logging bandwidth, whether higher is better.

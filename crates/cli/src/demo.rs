@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
-use crate::ft_pair::{Pair, PairSpec, unix_ms};
-use crate::resp::{Redis, Reply, check_keys, server_run_id};
+use crate::ft_load::{Fail, Load, Progress, failover_watched};
+use crate::ft_pair::{Pair, PairSpec};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -42,7 +42,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         dir.path().to_path_buf(),
     );
     spec.show_console = args.console;
-    let pair = Pair::start(&spec)?;
+    let mut pair = Pair::start(&spec)?;
     say(&format!(
         "switch pid {} forwards 127.0.0.1:{} to the guest's redis; primary pid {}, backup pid {}",
         pair.switch.id(),
@@ -63,83 +63,40 @@ pub fn run(args: DemoArgs) -> Result<()> {
             p.log_mbit_s
         ))
     })?;
-    crate::resp::wait_for_redis(pair.forward_port, Duration::from_secs(60))?;
     say(&format!(
         "redis is up after {:.1} s; one client connection writes SET key:i i",
         started.elapsed().as_secs_f64()
     ));
-    let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(20))?;
-    let run_id = server_run_id(&mut redis)?;
-    let mut pair = pair;
-    let mut acked: Vec<u64> = Vec::new();
-    let writing = Instant::now();
-    let mut killed_at = None;
-    let mut acked_at_kill = None;
-    let mut first_after = None;
-    let mut slowest = Duration::ZERO;
-    let mut i = 0u64;
-    loop {
-        if killed_at.is_none() && writing.elapsed().as_secs_f64() >= args.kill_after {
-            pair.primary
-                .child
-                .kill()
-                .context("cannot kill the primary")?;
-            killed_at = Some(unix_ms());
-            acked_at_kill = Some(acked.len());
-            say(&format!(
-                "killed the primary (SIGKILL) after {} acknowledged writes",
-                acked.len()
-            ));
-        }
-        let t = Instant::now();
-        let reply = redis
-            .command(&["SET", &format!("key:{i}"), &i.to_string()])
-            .context("the client's connection broke: the failover lost it")?;
-        ensure!(
-            reply == Reply::Simple("OK".into()),
-            "SET key:{i}: {reply:?}"
-        );
-        slowest = slowest.max(t.elapsed());
-        acked.push(i);
-        if killed_at.is_some() && first_after.is_none() {
-            first_after = Some(unix_ms());
-            say(&format!(
-                "first reply after the kill: SET key:{i} answered OK on the same connection"
-            ));
-        }
-        if acked.len().is_multiple_of(500) {
-            say(&format!("  {} writes acknowledged", acked.len()));
-        }
-        i += 1;
-        if let Some(n) = acked_at_kill
-            && acked.len() >= n + args.keys_after as usize
-        {
-            break;
-        }
-    }
-    let after_run_id = server_run_id(&mut redis)?;
-    ensure!(
-        run_id == after_run_id,
-        "redis restarted ({run_id} became {after_run_id}): the guest rebooted"
-    );
-    let missing = check_keys(&mut redis, &acked)?;
-    ensure!(
-        missing.is_empty(),
-        "{} acknowledged writes are missing, e.g. key:{}",
-        missing.len(),
-        missing[0]
-    );
+    let mut show = |p: Progress| match p {
+        Progress::Failed(n) => say(&format!(
+            "killed the primary (SIGKILL) after {n} acknowledged writes"
+        )),
+        Progress::FirstReply(k) => say(&format!(
+            "first reply after the kill: SET key:{k} answered OK on the same connection"
+        )),
+        Progress::Acked(n) if n.is_multiple_of(500) => say(&format!("  {n} writes acknowledged")),
+        Progress::Acked(_) => {}
+    };
+    let f = failover_watched(
+        &mut pair,
+        Load::Sets,
+        Duration::from_secs_f64(args.kill_after.max(0.0)),
+        args.keys_after as usize,
+        Fail::Kill,
+        &mut show,
+    )
+    .context("the failover lost the client's writes or its connection")?;
     say(&format!(
         "all {} acknowledged writes are present; same TCP connection, same redis process (run_id \
          {}…), the guest did not reboot",
-        acked.len(),
-        &run_id[..8.min(run_id.len())]
+        f.acked,
+        &f.run_id[..8.min(f.run_id.len())]
     ));
-    let killed = killed_at.expect("killed above");
+    let killed = f.failed_at_ms;
     let log = &pair.backup().log;
     let detected = log.stamp_of("lost the primary");
     let live = log.stamp_of(" live as generation");
-    let first = first_after.expect("a reply came after the kill");
+    let first = killed + f.first_reply.as_millis();
     let rel = |t: Option<u128>| match t {
         Some(t) => format!("+{:>5} ms", t.saturating_sub(killed)),
         None => "    (not seen)".into(),
@@ -154,7 +111,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     say(&format!("  first reply after kill    {}", rel(Some(first))));
     say(&format!(
         "  slowest reply of the run   {:>5} ms",
-        slowest.as_millis()
+        f.slowest.as_millis()
     ));
     if let Some(s) = Pair::status(pair.backup()) {
         say(&format!(

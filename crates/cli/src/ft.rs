@@ -4,20 +4,20 @@
 //! files, devices, terminal and control socket, and says what happened in operator's terms.
 //! Event lines carry `[t=<unix ms>]` so a timeline can be built from both processes' output.
 
-use std::io::{BufReader, IsTerminal};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ftvm_ft::{Alone, BackupLink, Control, FtPrimary, LockFile, Outcome, PrimaryConfig, Timing};
-use ftvm_host::{ClockMode, IoBackends, Observer, RunEnd, Runner};
+use ftvm_host::{ClockMode, IoBackends, RunEnd};
 use ftvm_log::{LogError, Reader};
 use ftvm_machine::Machine;
 use ftvm_replay::{ReplayEnd, ReplayError, Replayer};
 
 use crate::guest::GuestArgs;
-use crate::terminal;
+use crate::record::run_on_terminal;
 
 /// Exit status of a side that lost the test-and-set and halted itself.
 pub const HALTED: i32 = 4;
@@ -76,14 +76,20 @@ impl FtArgs {
         &self,
         control: &Arc<Control>,
     ) -> Result<Option<ftvm_ft::control::SocketGuard>> {
-        self.control
-            .as_ref()
-            .map(|p| {
-                ftvm_ft::control::serve(p, control.clone())
-                    .with_context(|| format!("cannot open the control socket {}", p.display()))
-            })
-            .transpose()
+        serve_control(self.control.as_deref(), control)
     }
+}
+
+/// Serves `control` on the socket at `path`, if one is asked for; removed when the guard drops.
+pub(crate) fn serve_control(
+    path: Option<&Path>,
+    control: &Arc<Control>,
+) -> Result<Option<ftvm_ft::control::SocketGuard>> {
+    path.map(|p| {
+        ftvm_ft::control::serve(p, control.clone())
+            .with_context(|| format!("cannot open the control socket {}", p.display()))
+    })
+    .transpose()
 }
 
 fn who(role: &str) -> String {
@@ -153,7 +159,7 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
     let mut obs = FtPrimary::start(channel, &header, cfg, Box::new(tb), control.clone())
         .context("cannot start the log on the channel")?;
     let started = Instant::now();
-    let (end, runner) = run(machine, io, args.clock, &mut obs);
+    let (end, runner) = run_on_terminal(machine, io, args.clock, None, &mut obs);
     let secs = started.elapsed().as_secs_f64();
     let (bytes, stalled) = (obs.log_bytes(), obs.stalled());
     let delivered = obs.finish(Duration::from_secs(2));
@@ -170,23 +176,6 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
         }
     );
     Ok(exit_status(end))
-}
-
-fn run(
-    machine: Machine,
-    io: IoBackends,
-    clock: ClockMode,
-    obs: &mut dyn Observer,
-) -> (RunEnd, Runner) {
-    let mut runner = Runner::new(machine, clock);
-    runner.io = io;
-    let end = {
-        let _raw = std::io::stdin()
-            .is_terminal()
-            .then(terminal::RawMode::enter);
-        runner.run_observed(&mut terminal::Terminal::new(), obs)
-    };
-    (end, runner)
 }
 
 fn exit_status(end: RunEnd) -> i32 {
@@ -458,7 +447,13 @@ fn go_live(
         let _ = out.write_all(pending_console);
         let _ = out.flush();
     }
-    let (end, runner) = run(machine, io, ClockMode::Realtime, &mut Alone { control });
+    let (end, runner) = run_on_terminal(
+        machine,
+        io,
+        ClockMode::Realtime,
+        None,
+        &mut Alone { control },
+    );
     eprintln!(
         "ftvm backup: (live) {end:?} at instruction {}",
         runner.machine.icount()

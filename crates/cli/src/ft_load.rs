@@ -1,5 +1,6 @@
 //! Client loads around a failover, with every acknowledged write checked afterwards. Shared by
-//! the end-to-end tests (which include this file) and `ftvm stress`.
+//! the end-to-end tests (which include this file), `ftvm demo`, `ftvm bench ft` and
+//! `ftvm stress`.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,53 @@ pub const LOADS: [Load; 5] = [
     Load::Rewrite,
 ];
 
+/// How the primary fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fail {
+    /// SIGKILL: the process dies and the kernel closes its connections.
+    Kill,
+    /// SIGSTOP: a hung host; nothing closes, only the heartbeat timeout can tell.
+    Freeze,
+}
+
+/// What the client saw as it happens (for a display).
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    /// This many writes are acknowledged so far.
+    Acked(usize),
+    /// The primary was failed after this many acknowledged writes.
+    Failed(usize),
+    /// The first reply after the failure came, for `key:N`.
+    FirstReply(u64),
+}
+
+/// What the client saw across a failover (every acknowledged write was found afterwards).
+#[derive(Clone, Debug)]
+pub struct Failover {
+    pub acked: usize,
+    /// When the primary was failed, in Unix milliseconds (to set against the sides' stamps).
+    pub failed_at_ms: u128,
+    /// From the failure to the client's next reply.
+    pub first_reply: Duration,
+    /// The slowest reply of the run.
+    pub slowest: Duration,
+    /// The redis server's run id, the same before and after.
+    pub run_id: String,
+}
+
+fn fail(pair: &mut Pair, how: Fail) -> Result<()> {
+    match how {
+        Fail::Kill => pair.primary.child.kill().context("cannot kill the primary"),
+        Fail::Freeze => {
+            // SAFETY: kill(2) on the primary's pid, a child this process started and has not
+            // waited for, so the pid is still that child's.
+            let r = unsafe { libc::kill(pair.primary.child.id() as i32, libc::SIGSTOP) };
+            ensure!(r == 0, "cannot stop the primary");
+            Ok(())
+        }
+    }
+}
+
 /// Writes under `load` on one connection, kills the primary (SIGKILL) after `kill_after`,
 /// writes `after` more keys on the same connection, then checks that every acknowledged key
 /// holds its value and that redis never restarted. Returns how many writes were acknowledged.
@@ -40,6 +88,18 @@ pub fn failover_under_load(
     kill_after: Duration,
     after: usize,
 ) -> Result<usize> {
+    failover_watched(pair, load, kill_after, after, Fail::Kill, &mut |_| {}).map(|f| f.acked)
+}
+
+/// [`failover_under_load`], failing the primary `how`, with `progress` told as it goes.
+pub fn failover_watched(
+    pair: &mut Pair,
+    load: Load,
+    kill_after: Duration,
+    after: usize,
+    how: Fail,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Failover> {
     let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(30))?;
     let run_id = server_run_id(&mut redis)?;
     if load == Load::Disk {
@@ -50,24 +110,25 @@ pub fn failover_under_load(
     let mut acked = Vec::new();
     let mut i = 0u64;
     let began = Instant::now();
-    let mut killed = false;
+    let mut failed: Option<(Instant, u128)> = None;
+    let mut first_reply = None;
+    let mut slowest = Duration::ZERO;
     let mut since_kill = 0;
     while since_kill < after {
-        if !killed && began.elapsed() >= kill_after {
+        if failed.is_none() && began.elapsed() >= kill_after {
             if load == Load::Rewrite {
                 redis.command(&["BGREWRITEAOF"])?;
             }
-            pair.primary
-                .child
-                .kill()
-                .context("cannot kill the primary")?;
-            killed = true;
+            fail(pair, how)?;
+            failed = Some((Instant::now(), crate::ft_pair::unix_ms()));
+            progress(Progress::Failed(acked.len()));
         }
-        if load == Load::Idle && !killed && i > 0 {
+        if load == Load::Idle && failed.is_none() && i > 0 {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
         let batch = if load == Load::Pipelined { 64 } else { 1 };
+        let sent = Instant::now();
         for k in i..i + batch {
             redis.send(&["SET", &format!("key:{k}"), &k.to_string()])?;
             if load == Load::Disk {
@@ -83,8 +144,14 @@ pub fn failover_under_load(
                 let r = redis.reply()?;
                 ensure!(r == Reply::Simple("OK".into()), "SET blob:{k}: {r:?}");
             }
+            slowest = slowest.max(sent.elapsed());
             acked.push(k);
-            if killed {
+            progress(Progress::Acked(acked.len()));
+            if let Some((t, _)) = failed {
+                if first_reply.is_none() {
+                    first_reply = Some(t.elapsed());
+                    progress(Progress::FirstReply(k));
+                }
                 since_kill += 1;
             }
         }
@@ -94,7 +161,14 @@ pub fn failover_under_load(
     ensure!(missing.is_empty(), "lost acknowledged keys {missing:?}");
     let now = server_run_id(&mut redis)?;
     ensure!(now == run_id, "redis restarted ({run_id} became {now})");
-    Ok(acked.len())
+    let (_, failed_at_ms) = failed.expect("failed before the loop ended");
+    Ok(Failover {
+        acked: acked.len(),
+        failed_at_ms,
+        first_reply: first_reply.expect("replies came after the failure"),
+        slowest,
+        run_id,
+    })
 }
 
 /// Kills the primary `after` into the boot; the backup must go live, finish the boot and

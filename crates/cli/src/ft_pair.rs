@@ -169,16 +169,8 @@ impl Pair {
         match &spec.snapshot {
             None => ftvm_image::copy_root_disk(&spec.guest, &disk)
                 .context("cannot copy the redis disk")?,
-            Some((_, from)) => {
-                let out = Command::new("cp")
-                    .arg("--sparse=always")
-                    .arg(from)
-                    .arg(&disk)
-                    .output()?;
-                if !out.status.success() {
-                    bail!("cannot copy {}", from.display());
-                }
-            }
+            Some((_, from)) => ftvm_image::copy_sparse(from, &disk)
+                .with_context(|| format!("cannot copy {}", from.display()))?,
         }
         let socket = spec.dir.join("switch.sock");
         let _ = std::fs::remove_file(&socket);

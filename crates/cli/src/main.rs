@@ -154,14 +154,7 @@ fn run(args: RunArgs) -> Result<i32> {
     runner.io = io;
     runner.stop_at = args.until;
     let control = ftvm_ft::Control::new("solo (no FT)", 0);
-    let _socket = args
-        .control
-        .as_ref()
-        .map(|p| {
-            ftvm_ft::control::serve(p, control.clone())
-                .with_context(|| format!("cannot open the control socket {}", p.display()))
-        })
-        .transpose()?;
+    let _socket = ft::serve_control(args.control.as_deref(), &control)?;
     let interactive = std::io::stdin().is_terminal();
     let mut host =
         terminal::UntilConsole::new(terminal::Terminal::new(), args.until_console.clone());

@@ -97,16 +97,8 @@ pub(crate) fn run_recorded<W: Write>(
     recorder: Recorder<W>,
 ) -> Result<i32> {
     let mut recorder = recorder;
-    let mut runner = Runner::new(machine, clock);
-    runner.io = io;
-    runner.stop_at = until;
     let started = Instant::now();
-    let end = {
-        let _raw = std::io::stdin()
-            .is_terminal()
-            .then(terminal::RawMode::enter);
-        runner.run_observed(&mut terminal::Terminal::new(), &mut recorder)
-    };
+    let (end, runner) = run_on_terminal(machine, io, clock, until, &mut recorder);
     let secs = started.elapsed().as_secs_f64();
     let (bytes, records) = (recorder.bytes(), recorder.records());
     recorder
@@ -131,6 +123,27 @@ pub fn record(args: RecordArgs) -> Result<i32> {
     let writer = Writer::new(BufWriter::new(file), &header)?;
     let recorder = Recorder::new(writer).with_checkpoint_interval(args.checkpoint_interval);
     run_recorded("record", machine, io, args.clock, args.until, recorder)
+}
+
+/// Runs `machine` with its console on this terminal (raw mode while it runs, when stdin is
+/// one), `obs` seeing everything, until it ends or reaches `until`.
+pub(crate) fn run_on_terminal(
+    machine: Machine,
+    io: ftvm_host::IoBackends,
+    clock: ClockMode,
+    until: Option<u64>,
+    obs: &mut dyn ftvm_host::Observer,
+) -> (RunEnd, Runner) {
+    let mut runner = Runner::new(machine, clock);
+    runner.io = io;
+    runner.stop_at = until;
+    let end = {
+        let _raw = std::io::stdin()
+            .is_terminal()
+            .then(terminal::RawMode::enter);
+        runner.run_observed(&mut terminal::Terminal::new(), obs)
+    };
+    (end, runner)
 }
 
 /// Shows a replayed guest's console on stdout as it is produced.

@@ -107,17 +107,21 @@ impl Write for LinkWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let link = &self.0;
         let mut o = link.lock();
-        let start = Instant::now();
+        // Timed only when it waits: this runs for every record the VM's thread logs.
+        let mut stalled_since = None;
         while !o.alone
             && o.lost.is_none()
             && !o.buf.is_empty()
             && o.buf.len() + bytes.len() > link.capacity
         {
+            stalled_since.get_or_insert_with(Instant::now);
             o.flush = true;
             link.cv.notify_all();
             o = link.cv.wait(o).unwrap_or_else(|e| e.into_inner());
         }
-        o.stalled += start.elapsed();
+        if let Some(t) = stalled_since {
+            o.stalled += t.elapsed();
+        }
         // Once the backup is lost these bytes go nowhere: either this side wins and runs alone,
         // or it is fenced.
         if !o.alone && o.lost.is_none() {

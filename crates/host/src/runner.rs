@@ -209,11 +209,6 @@ impl Runner {
         RunEnd::Fenced
     }
 
-    /// Outputs waiting for release (for status displays).
-    pub fn held_outputs(&self) -> usize {
-        self.held.len()
-    }
-
     fn run_loop(&mut self, host: &mut dyn Host, obs: &mut dyn Observer) -> RunEnd {
         let interval = obs.checkpoint_interval().filter(|&n| n > 0);
         let mut last_checkpoint = 0;

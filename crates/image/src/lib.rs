@@ -30,7 +30,7 @@ pub use guest::ensure_default_guest;
 pub use initramfs::{MODULES, build_initramfs};
 pub use redis::{
     REDIS_APPEND, REDIS_GUEST_IP, REDIS_MARKER, REDIS_PORT, RedisGuest, copy_root_disk,
-    ensure_redis_guest,
+    copy_sparse, ensure_redis_guest,
 };
 pub use sources::{host_mirror, mirror_from_deb822, mirror_from_list};
 

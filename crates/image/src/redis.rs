@@ -135,10 +135,16 @@ fn verify(dir: &Path) -> Result<(), Option<String>> {
 
 /// Copies the pristine root disk to `to` (a VM's own disk), keeping it sparse.
 pub fn copy_root_disk(guest: &RedisGuest, to: &Path) -> Result<(), ImageError> {
+    copy_sparse(&guest.root_disk, to)
+}
+
+/// Copies a disk image, keeping its holes (a VM's disk copied from another, e.g. one saved
+/// beside a snapshot).
+pub fn copy_sparse(from: &Path, to: &Path) -> Result<(), ImageError> {
     // `cp --sparse=always`: std::fs::copy may fill the holes, turning 40 MiB into 256.
     let out = Command::new("cp")
         .arg("--sparse=always")
-        .arg(&guest.root_disk)
+        .arg(from)
         .arg(to)
         .output()
         .map_err(|e| ImageError::Tool("cp".into(), e.to_string()))?;

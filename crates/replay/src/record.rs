@@ -77,11 +77,6 @@ impl<W: Write> Recorder<W> {
         self.log.bytes()
     }
 
-    /// The first error met writing the log, if any.
-    pub fn failed(&self) -> bool {
-        self.error.is_some()
-    }
-
     /// Flushes the log and hands back the writer, or the first error met while recording.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_console();
