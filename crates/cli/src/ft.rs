@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ftvm_ft::{Alone, BackupLink, Control, FtPrimary, LockFile, Outcome, PrimaryConfig, Timing};
+use ftvm_ft::{BackupLink, Control, FtPrimary, FtVm, LockFile, Outcome, PrimaryConfig, Timing};
 use ftvm_host::{ClockMode, IoBackends, RunEnd};
 use ftvm_log::{LogError, Reader};
 use ftvm_machine::Machine;
@@ -37,6 +37,19 @@ pub struct FtArgs {
     /// Heartbeat period of an idle channel, in ms.
     #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
+    /// A spare host (`HOST:PORT` of an `ftvm backup --listen`) to clone a new backup into
+    /// whenever this VM runs alone (after a failover); repeat for more, tried in order.
+    #[arg(long = "spare")]
+    spares: Vec<String>,
+    /// Execution lag of the backup beyond which the primary slows down, in ms.
+    #[arg(long, default_value_t = 1000)]
+    max_lag_ms: u64,
+    /// Log buffered for the backup before the primary stalls, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = crate::guest::parse_size)]
+    log_buffer: u64,
+    /// Instructions between state-hash checkpoints in the log (0: none).
+    #[arg(long, default_value_t = 100_000_000)]
+    checkpoint_interval: u64,
 }
 
 impl FtArgs {
@@ -72,6 +85,19 @@ impl FtArgs {
         Ok((dir, name))
     }
 
+    /// The protocol's settings for a VM of `generation` whose lock records are named `lock`.
+    fn config(&self, generation: u64, lock: String, role: &str) -> Result<PrimaryConfig> {
+        Ok(PrimaryConfig {
+            generation,
+            lock,
+            who: who(role),
+            timing: self.timing()?,
+            buffer: self.log_buffer as usize,
+            max_lag: Duration::from_millis(self.max_lag_ms),
+            checkpoint_interval: self.checkpoint_interval,
+        })
+    }
+
     fn serve_control(
         &self,
         control: &Arc<Control>,
@@ -99,9 +125,11 @@ fn who(role: &str) -> String {
 
 #[derive(clap::Args)]
 pub struct PrimaryArgs {
-    /// Where the backup connects (`HOST:PORT`; port 0 picks one and prints it).
+    /// Where a backup started from the same boot or snapshot connects (`HOST:PORT`; port 0
+    /// picks one and prints it). Without it the VM starts alone, FT off, until
+    /// `ftvm ctl add-backup` (or a --spare) clones it into a backup.
     #[arg(long)]
-    listen: String,
+    listen: Option<String>,
     #[command(flatten)]
     guest: GuestArgs,
     /// Start from a snapshot instead of booting (the backup loads the same file).
@@ -110,17 +138,8 @@ pub struct PrimaryArgs {
     /// How guest time follows host time.
     #[arg(long, value_enum, default_value = "realtime")]
     clock: ClockMode,
-    /// Instructions between state-hash checkpoints in the log (0: none).
-    #[arg(long, default_value_t = 100_000_000)]
-    checkpoint_interval: u64,
     #[command(flatten)]
     ft: FtArgs,
-    /// Execution lag of the backup beyond which the primary slows down, in ms.
-    #[arg(long, default_value_t = 1000)]
-    max_lag_ms: u64,
-    /// Log buffered for the backup before the primary stalls, e.g. 64M.
-    #[arg(long, default_value = "64M", value_parser = crate::guest::parse_size)]
-    log_buffer: u64,
 }
 
 pub fn primary(args: PrimaryArgs) -> Result<i32> {
@@ -130,39 +149,62 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
              --net switch:SOCKET"
         );
     }
-    let timing = args.ft.timing()?;
     let (machine, header, io) = crate::record::prepare(&args.guest, args.snapshot.as_deref())?;
     let (dir, lock) = args.ft.lock(&args.guest.disk)?;
-    let tb = LockFile::new(&dir, &lock);
+    let tb = Arc::new(LockFile::new(&dir, &lock));
     let generation = tb
         .next_generation()
         .with_context(|| format!("cannot read the shared directory {}", dir.display()))?;
+    let cfg = args.ft.config(generation, lock, "primary")?;
     let control = Control::new("primary (waiting for a backup)", generation);
     let _socket = args.ft.serve_control(&control)?;
-    let (listener, at) = ftvm_ft::bind_primary(&args.listen)?;
-    eprintln!("ftvm primary: waiting for a backup on {at}");
-    let channel = ftvm_ft::accept_backup(&listener)?;
-    control.update(|s| s.role = "primary".into());
-    eprintln!(
-        "ftvm primary: {} backup connected; generation {generation}; running",
-        ftvm_ft::stamp()
+    let vm = FtVm::alone(
+        cfg.clone(),
+        tb.clone(),
+        control.clone(),
+        args.ft.spares.clone(),
     );
-    let cfg = PrimaryConfig {
-        generation,
-        lock,
-        who: who("primary"),
-        timing,
-        buffer: args.log_buffer as usize,
-        max_lag: Duration::from_millis(args.max_lag_ms),
-        checkpoint_interval: args.checkpoint_interval,
+    let mut obs = match &args.listen {
+        Some(listen) => {
+            control.update(|s| s.role = "primary (waiting for a backup)".into());
+            let (listener, at) = ftvm_ft::bind_primary(listen)?;
+            eprintln!("ftvm primary: waiting for a backup on {at}");
+            let channel = ftvm_ft::accept_backup(&listener)?;
+            control.update(|s| s.role = "primary".into());
+            eprintln!(
+                "ftvm primary: {} backup connected; generation {generation}; running",
+                ftvm_ft::stamp()
+            );
+            let pair = FtPrimary::start(channel, &header, cfg, tb, control.clone())
+                .context("cannot start the log on the channel")?;
+            vm.paired(pair)
+        }
+        None => {
+            eprintln!(
+                "ftvm primary: {} running alone as generation {generation} (FT off until \
+                 `ftvm ctl add-backup`{})",
+                ftvm_ft::stamp(),
+                if args.ft.spares.is_empty() {
+                    ""
+                } else {
+                    " or a spare"
+                }
+            );
+            vm
+        }
     };
-    let mut obs = FtPrimary::start(channel, &header, cfg, Box::new(tb), control.clone())
-        .context("cannot start the log on the channel")?;
     let started = Instant::now();
     let (end, runner) = run_on_terminal(machine, io, args.clock, None, &mut obs);
     let secs = started.elapsed().as_secs_f64();
     let (bytes, stalled) = (obs.log_bytes(), obs.stalled());
+    let moved = obs.moved_to().map(str::to_string);
     let delivered = obs.finish(Duration::from_secs(2));
+    if let Some(to) = &moved {
+        eprintln!("ftvm primary: the VM moved to {to}");
+        // `ftvm ctl migrate` reads the outcome from this side's status: keep answering a
+        // moment.
+        std::thread::sleep(Duration::from_millis(500));
+    }
     eprintln!(
         "ftvm primary: {end:?} at instruction {}; {bytes} log bytes in {secs:.2} s ({:.3} \
          Mbit/s), stalled {:.3} s on a full buffer{}",
@@ -188,9 +230,14 @@ fn exit_status(end: RunEnd) -> i32 {
 
 #[derive(clap::Args)]
 pub struct BackupArgs {
-    /// The primary's logging-channel address.
+    /// The logging-channel address of a primary started from the same boot or snapshot.
+    #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
+    connect: Option<String>,
+    /// Wait at `HOST:PORT` for a running primary to clone itself into this backup
+    /// (`ftvm ctl add-backup --to`, or a primary's --spare). A clone cut off half-way is
+    /// dropped and the backup waits again.
     #[arg(long)]
-    connect: String,
+    listen: Option<String>,
     /// Seconds to keep trying to reach the primary.
     #[arg(long, default_value_t = 30)]
     patience: u64,
@@ -225,34 +272,82 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     io.entropy = !args.no_rng;
     let control = Control::new("backup", 0);
     let _socket = args.ft.serve_control(&control)?;
-    let channel = ftvm_ft::connect_to_primary(&args.connect, Duration::from_secs(args.patience))?;
-    let link =
-        BackupLink::start(channel, timing, control.clone()).context("the primary's hello")?;
-    let generation = link.generation;
-    control.update(|s| s.generation = generation);
-    let tb = LockFile::new(&dir, &link.lock);
-    eprintln!(
-        "ftvm backup: connected to {}; generation {generation}; replaying in lockstep",
-        args.connect
-    );
-    let status = spawn_backup_status(link.clone(), control.clone());
-    let started = Instant::now();
-    let replayed = replay(&link, args.show_console)?;
-    drop(status);
-    let secs = started.elapsed().as_secs_f64();
-    let icount = replayed.machine.icount();
-    match replayed.result {
-        Ok(ReplayEnd::Complete { checkpoints, .. }) => {
-            eprintln!(
-                "ftvm backup: the primary finished at instruction {icount}; every output and \
-                 {checkpoints} checkpoints matched ({secs:.1} s); the backup stops with it"
-            );
-            return Ok(0);
+    let (mut channel, mut hello, mut received) = match (&args.connect, &args.listen) {
+        (Some(addr), _) => {
+            let channel = ftvm_ft::connect_to_primary(addr, Duration::from_secs(args.patience))?;
+            let hello = ftvm_ft::read_hello(&channel, timing).context("the primary's hello")?;
+            eprintln!("ftvm backup: connected to {addr}");
+            (channel, hello, None)
         }
-        Ok(ReplayEnd::Until { .. }) => unreachable!("no --until"),
-        Ok(ReplayEnd::LogEndsEarly { .. }) | Err(ReplayError::Log(LogError::Truncated { .. })) => {}
-        Err(e) => return Err(e.into()),
-    }
+        (None, Some(listen)) => {
+            let (listener, channel, hello, machine) = wait_for_clone(listen, timing, &control)?;
+            if hello.takeover {
+                let machine = machine.context("a migration without the machine")?;
+                let tb = Arc::new(LockFile::new(&dir, &hello.lock));
+                return take_over(machine, io, &args, listener, &hello, tb, control);
+            }
+            (channel, hello, machine)
+        }
+        (None, None) => bail!("give --connect PRIMARY or --listen ADDR"),
+    };
+    // One pass per primary: a primary that moves (`ftvm ctl migrate`) ends its log where the
+    // new one starts, and the backup reconnects and goes on from the same machine.
+    let (link, replayed) = loop {
+        let link = BackupLink::start(channel, &hello, timing, control.clone())
+            .context("cannot start the logging channel")?;
+        let generation = link.generation;
+        control.update(|s| {
+            s.generation = generation;
+            s.role = "backup".into();
+        });
+        eprintln!("ftvm backup: generation {generation}; replaying in lockstep");
+        let status = spawn_backup_status(link.clone(), control.clone());
+        let started = Instant::now();
+        let replayed = replay(&link, received.take(), args.show_console)?;
+        drop(status);
+        let secs = started.elapsed().as_secs_f64();
+        let icount = replayed.machine.icount();
+        match &replayed.result {
+            Ok(ReplayEnd::Complete { checkpoints, .. }) => {
+                let Some(to) = link.moved_to() else {
+                    eprintln!(
+                        "ftvm backup: the primary finished at instruction {icount}; every output \
+                         and {checkpoints} checkpoints matched ({secs:.1} s); the backup stops \
+                         with it"
+                    );
+                    return Ok(0);
+                };
+                eprintln!(
+                    "ftvm backup: {} the primary moved to {to} at instruction {icount}; \
+                     reconnecting",
+                    ftvm_ft::stamp()
+                );
+                match ftvm_ft::connect_to_primary(&to, Duration::from_secs(5))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|c| Ok((ftvm_ft::read_hello(&c, timing)?, c)))
+                {
+                    Ok((h, c)) => {
+                        (channel, hello) = (c, h);
+                        received = Some(replayed.machine);
+                        continue;
+                    }
+                    Err(e) => {
+                        // The moved primary is gone before the pair re-formed: this side holds
+                        // the same machine; the test-and-set decides who runs it.
+                        eprintln!("ftvm backup: cannot reach the moved primary: {e:#}");
+                    }
+                }
+            }
+            Ok(ReplayEnd::Until { .. }) => unreachable!("no --until"),
+            Ok(ReplayEnd::LogEndsEarly { .. })
+            | Err(ReplayError::Log(LogError::Truncated { .. })) => {}
+            Err(_) => return Err(replayed.result.expect_err("an error").into()),
+        }
+        break (link, replayed);
+    };
+    let generation = link.generation;
+    let tb = LockFile::new(&dir, &link.lock);
+    let icount = replayed.machine.icount();
     let (why, when) = link
         .lost()
         .unwrap_or_else(|| ("the log ended".into(), std::time::SystemTime::now()));
@@ -266,6 +361,14 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     );
     if replayed.halted {
         eprintln!("ftvm backup: the guest had powered off there; the backup does not go live");
+        return Ok(0);
+    }
+    if link.retired() {
+        eprintln!(
+            "ftvm backup: {} a new backup replaced this one at instruction {icount}; this one \
+             stops",
+            ftvm_ft::stamp()
+        );
         return Ok(0);
     }
     eprintln!(
@@ -285,15 +388,102 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         );
         return Ok(HALTED);
     }
+    let cfg = args
+        .ft
+        .config(generation + 1, link.lock.clone(), "primary (was backup)")?;
+    let vm = FtVm::alone(cfg, Arc::new(tb), control, args.ft.spares.clone());
     go_live(
         replayed.machine,
         io,
         &args,
         replayed.guest_ip,
-        generation,
-        control,
+        vm,
         &replayed.pending_console,
     )
+}
+
+/// A migration: this host receives the primary. The moving primary's backup reconnects here
+/// and the pair goes on at the same generation; if it does not come, the test-and-set decides
+/// between it and this side (both hold the same machine).
+fn take_over(
+    mut machine: Machine,
+    io: IoBackends,
+    args: &BackupArgs,
+    listener: std::net::TcpListener,
+    hello: &ftvm_ft::Hello,
+    tb: Arc<LockFile>,
+    control: Arc<Control>,
+) -> Result<i32> {
+    let g = hello.generation;
+    let icount = machine.icount();
+    let cfg = args
+        .ft
+        .config(g, hello.lock.clone(), "primary (moved here)")?;
+    control.update(|s| {
+        s.role = "primary (waiting for its backup)".into();
+        s.generation = g;
+    });
+    let spares = args.ft.spares.clone();
+    let mut vm = FtVm::alone(cfg.clone(), tb.clone(), control.clone(), spares.clone());
+    if hello.backup_follows {
+        eprintln!(
+            "ftvm backup: {} taking over as the primary at instruction {icount}; waiting for \
+             the backup to reconnect",
+            ftvm_ft::stamp()
+        );
+        match accept_within(&listener, Duration::from_secs(5)) {
+            Some(stream) => {
+                let header = ftvm_log::LogHeader {
+                    start: ftvm_log::StartState::Transferred { icount },
+                    start_hash: machine.state_hash().0,
+                    paths: vec![],
+                };
+                let pair = FtPrimary::start(stream, &header, cfg, tb, control.clone())
+                    .context("cannot start the log for the reconnected backup")?;
+                eprintln!(
+                    "ftvm backup: {} the backup reconnected; generation {g}",
+                    ftvm_ft::stamp()
+                );
+                vm = vm.paired(pair);
+            }
+            None => {
+                eprintln!(
+                    "ftvm backup: {} the backup did not reconnect; test-and-set of generation {g}",
+                    ftvm_ft::stamp()
+                );
+                let outcome =
+                    ftvm_ft::tiebreak::decide(&*tb, g, &who("primary (moved here)"), |e| {
+                        eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
+                    });
+                if let Outcome::Lost { winner } = outcome {
+                    control.update(|s| s.role = "halted".into());
+                    eprintln!("ftvm backup: the backup won generation {g} ({winner}); halting");
+                    return Ok(HALTED);
+                }
+                let mut cfg = cfg;
+                cfg.generation = g + 1;
+                vm = FtVm::alone(cfg, tb, control.clone(), spares);
+            }
+        }
+    }
+    go_live(machine, io, args, None, vm, &[])
+}
+
+/// The first connection within `patience`, if any.
+fn accept_within(l: &std::net::TcpListener, patience: Duration) -> Option<std::net::TcpStream> {
+    l.set_nonblocking(true).ok()?;
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).ok()?;
+                let _ = s.set_nodelay(true);
+                return Some(s);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    None
 }
 
 /// Where a replay left the backup.
@@ -309,7 +499,7 @@ struct Replayed {
 /// Replays the channel's log in a thread of its own at a lower CPU priority: on a host it
 /// shares, the backup's replay must yield to whatever serves the VM's clients (its own ack
 /// threads among them; it may trail, and the primary's lag control bounds by how much).
-fn replay(link: &BackupLink, show_console: bool) -> Result<Replayed> {
+fn replay(link: &BackupLink, received: Option<Machine>, show_console: bool) -> Result<Replayed> {
     let (log, progress) = (link.log(), link.replayed.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -318,7 +508,7 @@ fn replay(link: &BackupLink, show_console: bool) -> Result<Replayed> {
             // SAFETY: setpriority(2) on the calling thread (who = 0 names it on Linux, where
             // nice is per thread); it only lowers this thread's priority.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-            let _ = tx.send(replay_here(log, progress, show_console));
+            let _ = tx.send(replay_here(log, received, progress, show_console));
         })
         .context("cannot start the replay thread")?;
     rx.recv().context("the replay thread died")?
@@ -326,12 +516,13 @@ fn replay(link: &BackupLink, show_console: bool) -> Result<Replayed> {
 
 fn replay_here(
     log: ftvm_ft::InboxReader,
+    received: Option<Machine>,
     progress: Arc<std::sync::atomic::AtomicU64>,
     show_console: bool,
 ) -> Result<Replayed> {
     let reader = Reader::new(BufReader::with_capacity(1 << 20, log))
         .context("cannot read the log header from the primary")?;
-    let machine = ftvm_replay::start_machine(reader.header())?;
+    let machine = ftvm_replay::start_machine_from(reader.header(), received)?;
     let mut replayer = Replayer::new(machine, reader);
     replayer.progress = Some(progress);
     if show_console {
@@ -358,6 +549,85 @@ fn replay_here(
         halted,
         guest_ip,
     })
+}
+
+/// Waits at `listen` for a primary to clone itself here; a clone that fails half-way is
+/// dropped and the wait goes on. Returns the channel, its hello and the machine received.
+fn wait_for_clone(
+    listen: &str,
+    timing: Timing,
+    control: &Control,
+) -> Result<(
+    std::net::TcpListener,
+    std::net::TcpStream,
+    ftvm_ft::Hello,
+    Option<Machine>,
+)> {
+    let (listener, at) = ftvm_ft::bind_primary(listen)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot listen for a primary")?;
+    control.update(|s| s.role = "backup (waiting for a primary)".into());
+    eprintln!("ftvm backup: waiting for a primary to clone itself here, on {at}");
+    loop {
+        let channel = ftvm_ft::accept_backup(&listener)?;
+        let peer = channel
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let hello = match ftvm_ft::read_hello(&channel, timing) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("ftvm backup: {peer}: {e}; waiting again");
+                continue;
+            }
+        };
+        if hello.clone_ram == 0 {
+            return Ok((listener, channel, hello, None));
+        }
+        eprintln!(
+            "ftvm backup: {} receiving a live clone of {} MiB from {peer} (generation {})",
+            ftvm_ft::stamp(),
+            hello.clone_ram >> 20,
+            hello.generation
+        );
+        control.update(|s| s.role = "backup (receiving a clone)".into());
+        let started = Instant::now();
+        let mut shown = Instant::now();
+        let result = ftvm_ft::clone::receive_clone(&channel, hello.clone_ram, |pages| {
+            control.update(|s| s.clone = format!("from {peer}: {pages} pages received"));
+            if shown.elapsed() >= Duration::from_secs(1) {
+                shown = Instant::now();
+                eprintln!(
+                    "ftvm backup: {pages} pages received ({:.0} MiB)",
+                    (pages * 4096) as f64 / (1 << 20) as f64
+                );
+            }
+        });
+        match result {
+            Ok(machine) => {
+                eprintln!(
+                    "ftvm backup: {} clone complete in {:.2} s: machine rebuilt at instruction \
+                     {}, state hash checked",
+                    ftvm_ft::stamp(),
+                    started.elapsed().as_secs_f64(),
+                    machine.icount()
+                );
+                control.update(|s| s.clone = format!("from {peer}: complete"));
+                return Ok((listener, channel, hello, Some(machine)));
+            }
+            Err(e) => {
+                eprintln!(
+                    "ftvm backup: {} the clone from {peer} failed: {e}; waiting for a primary \
+                     again",
+                    ftvm_ft::stamp()
+                );
+                control.update(|s| {
+                    s.role = "backup (waiting for a primary)".into();
+                    s.clone = format!("from {peer}: failed: {e}");
+                });
+            }
+        }
+    }
 }
 
 /// Keeps the backup's status current while it replays; stops when dropped.
@@ -392,13 +662,14 @@ impl Drop for StopOnDrop {
 
 /// The backup becomes the VM: real time, the shared disk and the switch attached, requests
 /// the dead primary left unfinished issued again, the network told where the VM is now.
+/// The VM runs here now: real time, the shared disk and the switch attached, requests a dead
+/// primary left unfinished issued again, the network told where the VM is now.
 fn go_live(
     mut machine: Machine,
     mut io: IoBackends,
     args: &BackupArgs,
     ip: Option<[u8; 4]>,
-    generation: u64,
-    control: Arc<Control>,
+    mut vm: FtVm,
     pending_console: &[u8],
 ) -> Result<i32> {
     if let Some(net) = &args.net {
@@ -418,17 +689,11 @@ fn go_live(
             machine.apply(&done);
         }
     }
-    control.update(|s| {
-        s.role = "primary (alone, was backup)".into();
-        s.generation = generation + 1;
-        s.peer = "none".into();
-        s.lag_ms = 0.0;
-    });
     eprintln!(
         "ftvm backup: {} live as generation {} at instruction {}: clock on host time, {} disk(s) \
          and {} attached, {} pending I/O reissued, announced {}",
         ftvm_ft::stamp(),
-        generation + 1,
+        vm.generation(),
         machine.icount(),
         args.disk.len(),
         args.net.as_deref().unwrap_or("no network"),
@@ -447,13 +712,11 @@ fn go_live(
         let _ = out.write_all(pending_console);
         let _ = out.flush();
     }
-    let (end, runner) = run_on_terminal(
-        machine,
-        io,
-        ClockMode::Realtime,
-        None,
-        &mut Alone { control },
-    );
+    let (end, runner) = run_on_terminal(machine, io, ClockMode::Realtime, None, &mut vm);
+    if let Some(to) = vm.moved_to() {
+        eprintln!("ftvm backup: (live) the VM moved to {to}");
+    }
+    vm.finish(Duration::from_secs(2));
     eprintln!(
         "ftvm backup: (live) {end:?} at instruction {}",
         runner.machine.icount()
@@ -463,16 +726,98 @@ fn go_live(
 
 #[derive(clap::Args)]
 pub struct CtlArgs {
-    /// `status` or `poweroff`.
-    #[arg(value_parser = ["status", "poweroff"])]
+    /// `status`, `poweroff`, `add-backup` (clone the running primary into a new backup, or
+    /// move its backup there) or `migrate` (move the primary; its backup follows).
+    #[arg(value_parser = ["status", "poweroff", "add-backup", "migrate"])]
     command: String,
     /// The control sockets of the VMs (`--control` of `ftvm primary` / `ftvm backup`); status
     /// takes several, one line each.
     #[arg(long = "socket", required = true)]
     sockets: Vec<PathBuf>,
+    /// add-backup / migrate: where the new host waits (`ftvm backup --listen HOST:PORT`). A
+    /// primary that has a backup moves it there (the old one stops once the new one is in
+    /// lockstep).
+    #[arg(long, required_if_eq_any([("command", "add-backup"), ("command", "migrate")]))]
+    to: Option<String>,
+    /// add-backup / migrate: return once the clone started instead of showing it to the end.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// `ftvm ctl add-backup` / `migrate`: asks the primary to clone itself and shows the clone's
+/// progress until the new backup is in lockstep, or the primary moved (exit 0), or the clone
+/// failed (exit 1).
+fn clone_to(path: &Path, verb: &str, to: &str, wait: bool) -> Result<i32> {
+    let status = |path: &Path| -> Result<ftvm_ft::Status> {
+        let reply = ftvm_ft::control::request(path, "status")
+            .with_context(|| format!("{}", path.display()))?;
+        serde_json::from_str(&reply)
+            .with_context(|| format!("{}: unexpected reply {reply:?}", path.display()))
+    };
+    let before = status(path)?.clones_done;
+    let reply = ftvm_ft::control::request(path, &format!("{verb} {to}"))
+        .with_context(|| format!("{}", path.display()))?;
+    if !reply.starts_with("ok") {
+        eprintln!("ftvm ctl: {}: {reply}", path.display());
+        return Ok(1);
+    }
+    eprintln!("ftvm ctl: {reply}");
+    if !wait {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let s = match status(path) {
+            Ok(s) => s,
+            // A moved primary stops once its backup has the log's end.
+            Err(_) if verb == "migrate" && last.contains("moved at") => {
+                println!(
+                    "the primary moved to {to} after {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
+        if s.clone != last {
+            eprintln!(
+                "ftvm ctl: [{:6.2} s] clone {}",
+                started.elapsed().as_secs_f64(),
+                s.clone
+            );
+            last = s.clone.clone();
+        }
+        if s.clones_done > before && verb == "migrate" {
+            println!(
+                "the primary moved to {to} after {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(0);
+        }
+        if s.clones_done > before {
+            println!(
+                "new backup at {to} in lockstep after {:.2} s; generation {}",
+                started.elapsed().as_secs_f64(),
+                s.generation
+            );
+            return Ok(0);
+        }
+        if s.clone.contains(": failed:") && s.clone.starts_with(&format!("to {to}")) {
+            return Ok(1);
+        }
+    }
 }
 
 pub fn ctl(args: CtlArgs) -> Result<i32> {
+    if args.command == "add-backup" || args.command == "migrate" {
+        let [path] = &args.sockets[..] else {
+            bail!("{} talks to one primary: give one --socket", args.command);
+        };
+        let to = args.to.as_deref().unwrap_or_default();
+        return clone_to(path, &args.command, to, !args.no_wait);
+    }
     if args.command == "status" {
         println!(
             "{:<30} {:>4} {:>14} {:>9} {:>12} {:>9} {:>5} {:>8}  peer",

@@ -27,7 +27,7 @@ mod mmu;
 pub use bus::{Bus, BusFault};
 pub use clock::VirtualClock;
 pub use hart::{Hart, HartState, Privilege, Stop};
-pub use memory::{PAGE_SIZE, Ram};
+pub use memory::{DirtyConsumer, PAGE_SIZE, Ram};
 
 #[cfg(test)]
 mod tests;

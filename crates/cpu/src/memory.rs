@@ -199,6 +199,29 @@ impl Ram {
         self.dirty[page] |= 1 << DirtyConsumer::CodeCache as u8;
     }
 
+    /// Whether `page` was written since `consumer` last took it; takes it (clears the bit).
+    #[inline]
+    pub fn take_page_dirty(&mut self, consumer: DirtyConsumer, page: usize) -> bool {
+        let bit = 1u8 << consumer as u8;
+        let was = self.dirty[page] & bit != 0;
+        self.dirty[page] &= !bit;
+        was
+    }
+
+    /// Pages written since `consumer` last took them.
+    pub fn count_dirty(&self, consumer: DirtyConsumer) -> usize {
+        let bit = 1u8 << consumer as u8;
+        self.dirty.iter().filter(|&&f| f & bit != 0).count()
+    }
+
+    /// Marks every page dirty for `consumer` (a live clone starts by sending everything).
+    pub fn mark_all_dirty(&mut self, consumer: DirtyConsumer) {
+        let bit = 1u8 << consumer as u8;
+        for f in &mut self.dirty {
+            *f |= bit;
+        }
+    }
+
     /// Calls `f` with each page dirty for `consumer`, clearing that consumer's bit.
     pub fn take_dirty(&mut self, consumer: DirtyConsumer, mut f: impl FnMut(usize, &[u8])) {
         let bit = 1u8 << consumer as u8;

@@ -30,6 +30,10 @@ struct InboxState {
     acked: u64,
     /// Why the primary counts as lost, and when that was decided.
     closed: Option<(String, std::time::SystemTime)>,
+    /// The primary replaced this backup with another: stop, do not go live.
+    retired: bool,
+    /// The primary is moving there: when the log ends, reconnect.
+    moved_to: Option<String>,
 }
 
 struct Inbox {
@@ -64,34 +68,73 @@ pub struct BackupLink {
     pub replayed: Arc<AtomicU64>,
 }
 
+/// What the primary's first message says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub generation: u64,
+    /// RAM of the live clone that comes first (0: none, the log header names the start).
+    pub clone_ram: u64,
+    /// The clone becomes the primary (see `ToBackup::Hello`).
+    pub takeover: bool,
+    /// With `takeover`: the old primary's backup reconnects to the new one.
+    pub backup_follows: bool,
+    pub lock: String,
+}
+
+/// Reads the primary's hello (failure detection's timeout applies from here on).
+pub fn read_hello(stream: &TcpStream, timing: Timing) -> Result<Hello, WireError> {
+    stream.set_read_timeout(Some(timing.timeout))?;
+    let mut r = stream;
+    match ToBackup::read(&mut r)? {
+        ToBackup::Hello {
+            generation,
+            clone_ram,
+            takeover,
+            backup_follows,
+            lock,
+        } => Ok(Hello {
+            generation,
+            clone_ram,
+            takeover,
+            backup_follows,
+            lock,
+        }),
+        other => Err(WireError::Bad(format!(
+            "expected a hello, got message {:?}",
+            std::mem::discriminant(&other)
+        ))),
+    }
+}
+
 impl BackupLink {
-    /// Reads the primary's hello and starts the reader and acker threads.
+    /// Starts the reader and acker threads on a channel whose hello (and clone, if any) was
+    /// read.
     pub fn start(
         stream: TcpStream,
+        hello: &Hello,
         timing: Timing,
         control: Arc<Control>,
     ) -> Result<BackupLink, WireError> {
-        Self::start_with_limit(stream, timing, control, INBOX_LIMIT)
+        Self::start_with_limit(stream, hello, timing, control, INBOX_LIMIT)
     }
 
     fn start_with_limit(
         stream: TcpStream,
+        hello: &Hello,
         timing: Timing,
         control: Arc<Control>,
         limit: usize,
     ) -> Result<BackupLink, WireError> {
         stream.set_read_timeout(Some(timing.timeout))?;
-        let mut r = &stream;
-        let (generation, lock) = match ToBackup::read(&mut r)? {
-            ToBackup::Hello { generation, lock } => (generation, lock),
-            other => return Err(WireError::Bad(format!("expected a hello, got {other:?}"))),
-        };
+        let (generation, lock) = (hello.generation, hello.lock.clone());
         let inbox = Arc::new(Inbox {
             st: Mutex::new(InboxState {
                 buf: VecDeque::new(),
                 received: 0,
                 acked: 0,
                 closed: None,
+                retired: false,
+                moved_to: None,
             }),
             cv: Condvar::new(),
             limit,
@@ -124,6 +167,16 @@ impl BackupLink {
     /// Why and when the primary was declared lost, if it was.
     pub fn lost(&self) -> Option<(String, std::time::SystemTime)> {
         self.inbox.lock().closed.clone()
+    }
+
+    /// Where the primary said it moves, if it did.
+    pub fn moved_to(&self) -> Option<String> {
+        self.inbox.lock().moved_to.clone()
+    }
+
+    /// Whether the primary replaced this backup with another one.
+    pub fn retired(&self) -> bool {
+        self.inbox.lock().retired
     }
 
     /// Log bytes received so far.
@@ -178,8 +231,16 @@ fn reader(
                 }
             }
             Ok(ToBackup::Heartbeat) => {}
-            Ok(ToBackup::Hello { .. }) => {
-                inbox.close("a second hello on the logging channel".into());
+            Ok(ToBackup::MovedTo(addr)) => {
+                inbox.lock().moved_to = Some(addr).filter(|a| !a.is_empty());
+            }
+            Ok(ToBackup::Retire) => {
+                inbox.lock().retired = true;
+                inbox.close("the primary retired this backup (a new one replaced it)".into());
+                break;
+            }
+            Ok(ToBackup::Hello { .. } | ToBackup::Pages(_) | ToBackup::State(_)) => {
+                inbox.close("a hello or clone data in the middle of the log".into());
                 break;
             }
             Err(WireError::Io(e))
@@ -308,6 +369,9 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             ToBackup::Hello {
                 generation: 1,
+                clone_ram: 0,
+                takeover: false,
+                backup_follows: false,
                 lock: "vm".into(),
             }
             .write(&mut s)
@@ -324,8 +388,10 @@ mod tests {
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_secs(5),
         };
+        let hello = read_hello(&s, timing).unwrap();
         let link =
-            BackupLink::start_with_limit(s, timing, Control::new("backup", 0), 8 << 20).unwrap();
+            BackupLink::start_with_limit(s, &hello, timing, Control::new("backup", 0), 8 << 20)
+                .unwrap();
         std::thread::sleep(Duration::from_millis(500));
         let held = link.inbox.lock().buf.len();
         assert!(held <= 8 << 20, "{held} bytes held");

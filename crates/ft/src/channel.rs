@@ -1,4 +1,5 @@
-//! The logging channel's connection: the primary listens, the backup connects.
+//! The logging channel's connection: the primary listens and a backup connects, or (a live
+//! clone into a new backup) the backup listens and the primary connects.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -36,15 +37,7 @@ pub fn accept_backup(l: &TcpListener) -> Result<TcpStream, ChannelError> {
 pub fn connect_to_primary(addr: &str, patience: Duration) -> Result<TcpStream, ChannelError> {
     let start = Instant::now();
     loop {
-        let attempt = addr
-            .to_socket_addrs()
-            .and_then(|mut a| {
-                a.next().ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address")
-                })
-            })
-            .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)));
-        match attempt {
+        match connect_once(addr, Duration::from_secs(1)) {
             Ok(s) => {
                 tune(&s);
                 return Ok(s);
@@ -55,6 +48,22 @@ pub fn connect_to_primary(addr: &str, patience: Duration) -> Result<TcpStream, C
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+fn connect_once(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let a = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    TcpStream::connect_timeout(&a, timeout)
+}
+
+/// Connects to a backup waiting with `ftvm backup --listen` (one attempt: a clone that cannot
+/// start is reported and may be retried).
+pub fn connect_to_backup(addr: &str) -> std::io::Result<TcpStream> {
+    let s = connect_once(addr, Duration::from_secs(2))?;
+    tune(&s);
+    Ok(s)
 }
 
 /// Records go out as they are written: no Nagle delay.

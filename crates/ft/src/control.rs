@@ -38,6 +38,12 @@ pub struct Status {
     pub output_delay_ms: [f64; 2],
     /// Outputs (barriers) released after an ack.
     pub outputs_released: u64,
+    /// The latest live clone into a new backup: its progress, or how it ended.
+    #[serde(default)]
+    pub clone: String,
+    /// Live clones that completed (each one a new backup).
+    #[serde(default)]
+    pub clones_done: u64,
 }
 
 /// State shared between a VM's run loop and its control socket.
@@ -49,6 +55,10 @@ pub struct Control {
     /// Testing aid (`ack-delay MS` on a backup's socket): hold every ack back this long, to
     /// show the Output Rule holding the primary's outputs.
     pub ack_delay_ms: std::sync::atomic::AtomicU64,
+    /// `add-backup HOST:PORT`: clone this VM into a new backup waiting there.
+    pub add_backup: Mutex<Option<String>>,
+    /// `migrate HOST:PORT`: move this VM (the primary) to the host waiting there.
+    pub migrate: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -70,6 +80,16 @@ impl Control {
 
     pub fn power_off_requested(&self) -> bool {
         self.power_off.load(Ordering::Relaxed)
+    }
+
+    /// A pending `migrate` request, taken.
+    pub fn take_migrate(&self) -> Option<String> {
+        self.migrate.lock().ok()?.take()
+    }
+
+    /// A pending `add-backup` request, taken.
+    pub fn take_add_backup(&self) -> Option<String> {
+        self.add_backup.lock().ok()?.take()
     }
 }
 
@@ -109,6 +129,30 @@ fn answer(conn: UnixStream, control: &Control) -> std::io::Result<()> {
             control.power_off.store(true, Ordering::Relaxed);
             "ok".into()
         }
+        cmd if cmd.starts_with("add-backup ") || cmd.starts_with("migrate ") => {
+            let (verb, target) = cmd.split_once(' ').unwrap_or_default();
+            let target = target.trim();
+            let role = control
+                .status
+                .lock()
+                .map(|s| s.role.clone())
+                .unwrap_or_default();
+            if !role.starts_with("primary") {
+                format!("error: this VM is a {role}; ask the primary")
+            } else if target.is_empty() || target.contains(char::is_whitespace) {
+                format!("error: {verb} takes HOST:PORT")
+            } else {
+                let (slot, what) = if verb == "migrate" {
+                    (&control.migrate, "moving the primary")
+                } else {
+                    (&control.add_backup, "cloning into a new backup")
+                };
+                if let Ok(mut a) = slot.lock() {
+                    *a = Some(target.to_string());
+                }
+                format!("ok: {what} at {target}")
+            }
+        }
         cmd if cmd.starts_with("ack-delay ") => match cmd[10..].trim().parse::<u64>() {
             Ok(ms) if ms <= 60_000 => {
                 control.ack_delay_ms.store(ms, Ordering::Relaxed);
@@ -116,7 +160,9 @@ fn answer(conn: UnixStream, control: &Control) -> std::io::Result<()> {
             }
             _ => "error: ack-delay takes milliseconds, at most 60000".into(),
         },
-        other => format!("error: unknown command {other:?} (status, poweroff)"),
+        other => format!(
+            "error: unknown command {other:?} (status, poweroff, add-backup HOST:PORT, migrate HOST:PORT)"
+        ),
     };
     (&conn).write_all(format!("{reply}\n").as_bytes())
 }

@@ -14,18 +14,23 @@
 pub mod announce;
 mod backup;
 mod channel;
+pub mod clone;
 pub mod control;
 mod primary;
 pub mod tiebreak;
+mod vm;
 mod wire;
 
 use std::time::Duration;
 
-pub use backup::{BackupLink, InboxReader};
-pub use channel::{ChannelError, accept_backup, bind_primary, connect_to_primary};
+pub use backup::{BackupLink, Hello, InboxReader, read_hello};
+pub use channel::{
+    ChannelError, accept_backup, bind_primary, connect_to_backup, connect_to_primary,
+};
 pub use control::{Alone, Control, Status};
 pub use primary::{FtPrimary, PrimaryConfig};
 pub use tiebreak::{LockFile, Outcome, TieBreaker};
+pub use vm::FtVm;
 pub use wire::{ToBackup, ToPrimary, WireError, fuzz_wire};
 
 /// Failure detection's clock.

@@ -200,6 +200,11 @@ fn receiver(link: Arc<Link>, mut stream: TcpStream, timeout: Duration) {
                 link.cv.notify_all();
                 link.wake();
             }
+            Ok(other @ (ToPrimary::CloneAck { .. } | ToPrimary::CloneDone)) => {
+                link.lose(format!("unexpected {other:?} in the middle of the log"));
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
             Err(e) => {
                 let why = match &e {
                     crate::WireError::Io(io)
@@ -216,6 +221,25 @@ fn receiver(link: Arc<Link>, mut stream: TcpStream, timeout: Duration) {
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 return;
             }
+        }
+    }
+}
+
+type CloneThread = std::thread::JoinHandle<io::Result<()>>;
+
+/// Waits for a clone's thread to finish its part of the channel; false (and the backup lost)
+/// if it failed.
+fn after_clone(link: &Link, thread: Option<CloneThread>, what: &str) -> bool {
+    let Some(t) = thread else { return true };
+    match t.join() {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            link.lose(format!("{what} failed: {e}"));
+            false
+        }
+        Err(_) => {
+            link.lose(format!("{what} failed"));
+            false
         }
     }
 }
@@ -241,7 +265,7 @@ pub struct PrimaryConfig {
 pub struct FtPrimary {
     rec: Recorder<LinkWriter>,
     link: Arc<Link>,
-    tb: Box<dyn TieBreaker>,
+    tb: Arc<dyn TieBreaker>,
     cfg: PrimaryConfig,
     control: Arc<Control>,
     alone: bool,
@@ -308,15 +332,49 @@ impl FtPrimary {
         stream: TcpStream,
         header: &ftvm_log::LogHeader,
         cfg: PrimaryConfig,
-        tb: Box<dyn TieBreaker>,
+        tb: Arc<dyn TieBreaker>,
         control: Arc<Control>,
     ) -> io::Result<FtPrimary> {
         let mut hello = &stream;
         ToBackup::Hello {
             generation: cfg.generation,
+            clone_ram: 0,
+            takeover: false,
+            backup_follows: false,
             lock: cfg.lock.clone(),
         }
         .write(&mut hello)?;
+        Self::start_on(stream, None, header, cfg, tb, control)
+    }
+
+    /// Starts the log on the channel of a finished live clone: it goes out once the clone's
+    /// last piece has, and acks are read once the backup said its machine is whole.
+    pub fn start_after_clone(
+        handoff: crate::clone::Handoff,
+        header: &ftvm_log::LogHeader,
+        cfg: PrimaryConfig,
+        tb: Arc<dyn TieBreaker>,
+        control: Arc<Control>,
+    ) -> io::Result<FtPrimary> {
+        let stream = handoff.stream.try_clone()?;
+        Self::start_on(
+            stream,
+            Some((handoff.sender, handoff.acks)),
+            header,
+            cfg,
+            tb,
+            control,
+        )
+    }
+
+    fn start_on(
+        stream: TcpStream,
+        after: Option<(CloneThread, CloneThread)>,
+        header: &ftvm_log::LogHeader,
+        cfg: PrimaryConfig,
+        tb: Arc<dyn TieBreaker>,
+        control: Arc<Control>,
+    ) -> io::Result<FtPrimary> {
         let (wake_tx, wake_rx) = UnixDatagram::pair()?;
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
@@ -339,12 +397,24 @@ impl FtPrimary {
         let rx = stream;
         let (l1, l2) = (link.clone(), link.clone());
         let (hb, to) = (cfg.timing.heartbeat, cfg.timing.timeout);
+        let (clone_sender, clone_acks) = match after {
+            Some((s, a)) => (Some(s), Some(a)),
+            None => (None, None),
+        };
         std::thread::Builder::new()
             .name("log-sender".into())
-            .spawn(move || sender(l1, hb))?;
+            .spawn(move || {
+                if after_clone(&l1, clone_sender, "sending the clone") {
+                    sender(l1, hb)
+                }
+            })?;
         std::thread::Builder::new()
             .name("ack-receiver".into())
-            .spawn(move || receiver(l2, rx, to))?;
+            .spawn(move || {
+                if after_clone(&l2, clone_acks, "the new backup's clone") {
+                    receiver(l2, rx, to)
+                }
+            })?;
         let writer = Writer::new(LinkWriter(link.clone()), header)?;
         let rec = Recorder::new(writer).with_checkpoint_interval(cfg.checkpoint_interval);
         let now = Instant::now();
@@ -367,6 +437,59 @@ impl FtPrimary {
             delays: Delays::new(),
             last_publish: now,
         })
+    }
+
+    /// Whether the backup was lost and this side won: no log goes anywhere any more.
+    pub fn is_alone(&self) -> bool {
+        self.alone
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.cfg.generation
+    }
+
+    /// Waits (at most `patience`) until the backup holds the log up to every output handed a
+    /// ticket so far; false if it did not (lost or too slow).
+    pub fn wait_acked(&mut self, patience: Duration) -> bool {
+        let end = self.rec.barrier();
+        let deadline = Instant::now() + patience;
+        let mut o = self.link.lock();
+        while o.acked < end {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if o.lost.is_some() || o.alone || left.is_zero() {
+                return false;
+            }
+            o = self
+                .link
+                .cv
+                .wait_timeout(o, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Tells the backup that the primary moves to `addr` (reconnect there when the log ends);
+    /// an empty `addr` cancels.
+    pub fn send_moved_to(&self, addr: &str) {
+        let mut stream = self.link.stream.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = ToBackup::MovedTo(addr.to_string()).write(&mut *stream) {
+            drop(stream);
+            self.link.lose(format!("sending the move failed: {e}"));
+        }
+    }
+
+    /// Replaced by a new backup: tells this one to stop (it would lose its test-and-set
+    /// anyway: the caller took this generation's lock) and closes the channel.
+    pub fn retire(self) {
+        {
+            let mut o = self.link.lock();
+            o.alone = true;
+        }
+        self.link.cv.notify_all();
+        let mut stream = self.link.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = ToBackup::Retire.write(&mut *stream);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
     }
 
     /// Log bytes written so far.

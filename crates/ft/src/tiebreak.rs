@@ -23,7 +23,7 @@ pub enum Outcome {
 
 /// An atomic test-and-set, once per FT generation. An etcd backend can implement the same
 /// trait for clusters beyond one shared directory.
-pub trait TieBreaker: Send {
+pub trait TieBreaker: Send + Sync {
     /// Claims `generation` for `who`. `Err` means the storage could not be reached: try again.
     fn test_and_set(&self, generation: u64, who: &str) -> io::Result<Outcome>;
     /// Where the records live (for messages).

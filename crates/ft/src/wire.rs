@@ -18,17 +18,45 @@ const LOG: u8 = 2;
 const HEARTBEAT: u8 = 3;
 const ACK: u8 = 4;
 const POWER_OFF: u8 = 5;
+const PAGES: u8 = 6;
+const STATE: u8 = 7;
+const RETIRE: u8 = 8;
+const CLONE_ACK: u8 = 9;
+const CLONE_DONE: u8 = 10;
+const MOVED_TO: u8 = 11;
+
+/// The channel's protocol version, first in the hello: both ends must speak the same.
+pub const PROTOCOL: u32 = 2;
 
 /// Primary to backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToBackup {
-    /// First message: the pair's FT generation and the name of its lock record in the shared
-    /// storage (see `tiebreak`).
-    Hello { generation: u64, lock: String },
+    /// First message: the pair's FT generation, the name of its lock record in the shared
+    /// storage (see `tiebreak`), and whether a live clone comes first: `clone_ram` bytes of RAM
+    /// (0: the backup starts from what the log header names).
+    Hello {
+        generation: u64,
+        clone_ram: u64,
+        /// The clone becomes the primary (a migration of the primary).
+        takeover: bool,
+        /// With `takeover`: the moving primary's backup will reconnect to the new primary.
+        backup_follows: bool,
+        lock: String,
+    },
+    /// A live clone's page records, zstd-compressed (see `ftvm_machine::transfer`).
+    Pages(Vec<u8>),
+    /// A live clone's last piece: CPU and device state. The log follows.
+    State(Vec<u8>),
     /// The next bytes of the event log.
     Log(Vec<u8>),
     /// Nothing to send, still alive.
     Heartbeat,
+    /// A new backup replaced this one: stop without going live (the primary took this
+    /// generation's lock, so a test-and-set would lose anyway).
+    Retire,
+    /// The primary moves to the host whose channel is at this address: when the log ends,
+    /// reconnect there and go on (an empty address cancels a move that failed).
+    MovedTo(String),
 }
 
 /// Backup to primary.
@@ -39,6 +67,12 @@ pub enum ToPrimary {
     Ack { received: u64, replayed: u64 },
     /// An operator asked the backup to power the pair off.
     PowerOff,
+    /// A clone's receiver has this many page records (sent for every message, so it doubles
+    /// as the heartbeat while the clone runs).
+    CloneAck { pages: u64 },
+    /// The clone's receiver rebuilt the machine and checked its state hash: acks of the log
+    /// follow.
+    CloneDone,
 }
 
 #[derive(Debug, Error)]
@@ -94,13 +128,26 @@ fn u64_at(p: &[u8], i: usize) -> Result<u64, WireError> {
 impl ToBackup {
     pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
         match self {
-            ToBackup::Hello { generation, lock } => {
-                let mut p = generation.to_le_bytes().to_vec();
+            ToBackup::Hello {
+                generation,
+                clone_ram,
+                takeover,
+                backup_follows,
+                lock,
+            } => {
+                let mut p = PROTOCOL.to_le_bytes().to_vec();
+                p.extend_from_slice(&generation.to_le_bytes());
+                p.extend_from_slice(&clone_ram.to_le_bytes());
+                p.push(*takeover as u8 | (*backup_follows as u8) << 1);
                 p.extend_from_slice(lock.as_bytes());
                 put(w, HELLO, &p)
             }
+            ToBackup::Pages(bytes) => put(w, PAGES, bytes),
+            ToBackup::State(bytes) => put(w, STATE, bytes),
             ToBackup::Log(bytes) => put(w, LOG, bytes),
             ToBackup::Heartbeat => put(w, HEARTBEAT, &[]),
+            ToBackup::Retire => put(w, RETIRE, &[]),
+            ToBackup::MovedTo(addr) => put(w, MOVED_TO, addr.as_bytes()),
         }
     }
 
@@ -108,16 +155,47 @@ impl ToBackup {
         let (kind, p) = get(r)?;
         match kind {
             HELLO => {
-                let generation = u64_at(&p, 0)?;
-                let lock = String::from_utf8(p[8..].to_vec())
+                let version = p
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .ok_or_else(|| WireError::Bad("short hello".into()))?;
+                if version != PROTOCOL {
+                    return Err(WireError::Bad(format!(
+                        "the peer speaks FT protocol {version}, this ftvm {PROTOCOL}"
+                    )));
+                }
+                let generation = u64_at(&p, 4)?;
+                let clone_ram = u64_at(&p, 12)?;
+                let (takeover, backup_follows) = match p.get(20) {
+                    Some(&f) if f < 4 => (f & 1 != 0, f & 2 != 0),
+                    _ => return Err(WireError::Bad("bad hello flags".into())),
+                };
+                let lock = String::from_utf8(p[21..].to_vec())
                     .map_err(|_| WireError::Bad("lock name is not UTF-8".into()))?;
                 if lock.is_empty() || lock.contains('/') || lock.starts_with('.') {
                     return Err(WireError::Bad(format!("lock name {lock:?}")));
                 }
-                Ok(ToBackup::Hello { generation, lock })
+                Ok(ToBackup::Hello {
+                    generation,
+                    clone_ram,
+                    takeover,
+                    backup_follows,
+                    lock,
+                })
             }
+            PAGES => Ok(ToBackup::Pages(p)),
+            STATE => Ok(ToBackup::State(p)),
             LOG => Ok(ToBackup::Log(p)),
             HEARTBEAT => Ok(ToBackup::Heartbeat),
+            RETIRE => Ok(ToBackup::Retire),
+            MOVED_TO => {
+                let addr = String::from_utf8(p)
+                    .map_err(|_| WireError::Bad("a move's address is not UTF-8".into()))?;
+                if addr.len() > 256 {
+                    return Err(WireError::Bad("a move's address is too long".into()));
+                }
+                Ok(ToBackup::MovedTo(addr))
+            }
             k => Err(WireError::Bad(format!("message kind {k} from a primary"))),
         }
     }
@@ -132,6 +210,8 @@ impl ToPrimary {
                 put(w, ACK, &p)
             }
             ToPrimary::PowerOff => put(w, POWER_OFF, &[]),
+            ToPrimary::CloneAck { pages } => put(w, CLONE_ACK, &pages.to_le_bytes()),
+            ToPrimary::CloneDone => put(w, CLONE_DONE, &[]),
         }
     }
 
@@ -143,6 +223,10 @@ impl ToPrimary {
                 replayed: u64_at(&p, 8)?,
             }),
             POWER_OFF => Ok(ToPrimary::PowerOff),
+            CLONE_ACK => Ok(ToPrimary::CloneAck {
+                pages: u64_at(&p, 0)?,
+            }),
+            CLONE_DONE => Ok(ToPrimary::CloneDone),
             k => Err(WireError::Bad(format!("message kind {k} from a backup"))),
         }
     }
@@ -167,10 +251,17 @@ mod tests {
         let msgs = [
             ToBackup::Hello {
                 generation: 7,
+                clone_ram: 256 << 20,
+                takeover: true,
+                backup_follows: true,
                 lock: "redis.img".into(),
             },
+            ToBackup::Pages(vec![3; 100]),
+            ToBackup::State(vec![4; 10]),
             ToBackup::Log(vec![1; 1000]),
             ToBackup::Heartbeat,
+            ToBackup::Retire,
+            ToBackup::MovedTo("10.0.0.2:7000".into()),
         ];
         for m in &msgs {
             m.write(&mut buf).unwrap();
@@ -187,9 +278,16 @@ mod tests {
         };
         ack.write(&mut buf).unwrap();
         ToPrimary::PowerOff.write(&mut buf).unwrap();
+        ToPrimary::CloneAck { pages: 9 }.write(&mut buf).unwrap();
+        ToPrimary::CloneDone.write(&mut buf).unwrap();
         let mut r = &buf[..];
         assert_eq!(ToPrimary::read(&mut r).unwrap(), ack);
         assert_eq!(ToPrimary::read(&mut r).unwrap(), ToPrimary::PowerOff);
+        assert_eq!(
+            ToPrimary::read(&mut r).unwrap(),
+            ToPrimary::CloneAck { pages: 9 }
+        );
+        assert_eq!(ToPrimary::read(&mut r).unwrap(), ToPrimary::CloneDone);
     }
 
     #[test]
@@ -215,10 +313,21 @@ mod tests {
             ToPrimary::read(&mut &short_ack[..]),
             Err(WireError::Bad(_))
         ));
-        let bad_lock = [HELLO, 11, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'.', b'.', b'/'];
-        assert!(matches!(
-            ToBackup::read(&mut &bad_lock[..]),
-            Err(WireError::Bad(_))
-        ));
+        let hello = |version: u32, lock: &[u8]| {
+            let mut p = version.to_le_bytes().to_vec();
+            p.extend_from_slice(&[0; 17]);
+            p.extend_from_slice(lock);
+            let mut m = vec![HELLO];
+            m.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            m.extend_from_slice(&p);
+            m
+        };
+        for bad in [hello(PROTOCOL, b"../"), hello(PROTOCOL + 1, b"disk.img")] {
+            assert!(matches!(
+                ToBackup::read(&mut &bad[..]),
+                Err(WireError::Bad(_))
+            ));
+        }
+        assert!(ToBackup::read(&mut &hello(PROTOCOL, b"disk.img")[..]).is_ok());
     }
 }

@@ -80,6 +80,10 @@ pub trait Observer {
     fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// Called before every slice with the machine stopped between two instructions: an
+    /// observer may copy its state out (a live clone's rounds and its final copy). It must not
+    /// change the guest's state. `held` is how many outputs wait for release.
+    fn tend(&mut self, _machine: &mut Machine, _held: usize) {}
 }
 
 /// What an observer says about held outputs.
@@ -213,6 +217,11 @@ impl Runner {
         let interval = obs.checkpoint_interval().filter(|&n| n > 0);
         let mut last_checkpoint = 0;
         loop {
+            obs.tend(&mut self.machine, self.held.len());
+            // An observer may end the run exactly where tend left it (a migrated primary).
+            if obs.stop_requested() {
+                return self.drain(host, obs, RunEnd::Stopped);
+            }
             let icount = self.machine.icount();
             if let Some(n) = interval
                 && icount.is_multiple_of(n)

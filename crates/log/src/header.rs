@@ -18,6 +18,9 @@ pub enum StartState {
     },
     /// A snapshot file with this state hash.
     Snapshot { path: String },
+    /// A live clone: the state came over the logging channel before the log, at instruction
+    /// `icount` of the sending machine (only the receiver of that clone can replay this log).
+    Transferred { icount: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

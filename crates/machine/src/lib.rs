@@ -22,6 +22,7 @@ pub mod hash;
 mod machine;
 mod sbi;
 pub mod snapshot;
+pub mod transfer;
 
 use thiserror::Error;
 
@@ -30,6 +31,7 @@ pub use events::{Effect, EffectKind, InputEvent};
 pub use hash::StateHash;
 pub use machine::{Exit, Machine, Outcome};
 pub use snapshot::SnapshotError;
+pub use transfer::Incoming;
 
 /// A guest that cannot be booted as configured: the message says what and why.
 #[derive(Debug, Error)]

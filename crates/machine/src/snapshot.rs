@@ -38,13 +38,14 @@ pub enum SnapshotError {
     Corrupt(String),
 }
 
-fn corrupt(what: impl Into<String>) -> SnapshotError {
+pub(crate) fn corrupt(what: impl Into<String>) -> SnapshotError {
     SnapshotError::Corrupt(what.into())
 }
 
+/// Everything but RAM, with the state hash the whole must give.
 #[derive(Serialize, Deserialize)]
-struct Header {
-    ram_size: u64,
+pub(crate) struct Header {
+    pub(crate) ram_size: u64,
     sbi_intercept: bool,
     hart: HartState,
     devices: Devices,
@@ -52,15 +53,35 @@ struct Header {
 }
 
 impl Machine {
-    /// Serialises the machine into snapshot bytes.
-    pub fn snapshot(&mut self) -> Vec<u8> {
-        let header = Header {
+    pub(crate) fn header(&mut self) -> Header {
+        Header {
             ram_size: self.ram.size(),
             sbi_intercept: self.hart.sbi_intercept,
             hart: self.hart.state().clone(),
             devices: self.dev.clone(),
             state_hash: self.state_hash(),
-        };
+        }
+    }
+
+    /// Completes a machine whose RAM is in place with `header`'s state; the result must have
+    /// the recorded state hash.
+    pub(crate) fn finish_restore(mut self, header: Header) -> Result<Machine, SnapshotError> {
+        self.hart.restore(header.hart);
+        self.hart.sbi_intercept = header.sbi_intercept;
+        self.dev = header.devices;
+        let hash = self.state_hash();
+        if hash != header.state_hash {
+            return Err(corrupt(format!(
+                "restored state hash {hash} differs from the recorded {}",
+                header.state_hash
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Serialises the machine into snapshot bytes.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        let header = self.header();
         let header = postcard::to_stdvec(&header).expect("machine state serialises");
         let mut out = Vec::from(&MAGIC[..]);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
@@ -144,16 +165,6 @@ impl Machine {
                 .map_err(|_| corrupt("page data truncated"))?;
             m.ram.set_page(index as usize, &page);
         }
-        m.hart.restore(header.hart);
-        m.hart.sbi_intercept = header.sbi_intercept;
-        m.dev = header.devices;
-        let hash = m.state_hash();
-        if hash != header.state_hash {
-            return Err(corrupt(format!(
-                "restored state hash {hash} differs from the recorded {}",
-                header.state_hash
-            )));
-        }
-        Ok(m)
+        m.finish_restore(header)
     }
 }

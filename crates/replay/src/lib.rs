@@ -13,4 +13,4 @@ mod start;
 
 pub use record::Recorder;
 pub use replay::{ConsoleSink, Divergence, ReplayEnd, ReplayError, Replayer, RequestSink};
-pub use start::{StartError, boot_header, sha256_hex, start_machine};
+pub use start::{StartError, boot_header, sha256_hex, start_machine, start_machine_from};

@@ -18,6 +18,11 @@ pub enum StartError {
     Mismatch { what: &'static str, path: String },
     #[error("the log header does not name a {0} file")]
     Missing(&'static str),
+    #[error(
+        "the log starts from a live clone's state at instruction {0}: only the backup that \
+         received that clone can replay it"
+    )]
+    Transferred(u64),
     #[error(transparent)]
     Boot(#[from] BootError),
     #[error(transparent)]
@@ -71,8 +76,28 @@ fn read_checked(path: &str, sha: &str, what: &'static str) -> Result<Vec<u8>, St
 
 /// Rebuilds the machine a log starts from and checks its state hash.
 pub fn start_machine(header: &LogHeader) -> Result<Machine, StartError> {
+    start_machine_from(header, None)
+}
+
+/// The machine a log starts from: `received` if a live clone delivered it (checked against the
+/// log's start hash like any other start), else the boot or snapshot the header names.
+pub fn start_machine_from(
+    header: &LogHeader,
+    received: Option<Machine>,
+) -> Result<Machine, StartError> {
+    if let Some(mut machine) = received {
+        let actual = machine.state_hash().0;
+        if actual != header.start_hash {
+            return Err(StartError::Hash {
+                expected: header.start_hash,
+                actual,
+            });
+        }
+        return Ok(machine);
+    }
     let mut machine = match &header.start {
         StartState::Snapshot { path } => Machine::load_snapshot(Path::new(path))?,
+        StartState::Transferred { icount } => return Err(StartError::Transferred(*icount)),
         StartState::Boot {
             kernel_sha256,
             initrd_sha256,

@@ -1,0 +1,475 @@
+//! Live clone: a running VM copied into a new backup (the paper's FT VMotion, §3.1 and §6).
+//!
+//! The primary keeps running while its RAM goes to the new backup in rounds: each round sends
+//! the pages written since the previous one (the machine's own dirty tracking, CPU stores and
+//! device writes alike), so rounds shrink while the guest's working set settles. When what is
+//! left is small, the primary stops between two instructions, sends the last dirty pages and
+//! its CPU and device state, and goes on with the logging channel attached at exactly that
+//! instruction: the log that follows starts from the state the backup now holds, and the
+//! backup checks that its rebuilt machine has the state hash the log header names.
+//!
+//! Threads: the VM's thread copies pages (a bounded number per slice, so the guest keeps
+//! running at close to full speed) into batches for a sender thread that compresses (zstd)
+//! and writes them; an ack thread reads the receiver's progress, which doubles as its
+//! heartbeat. Queue and batches are bounded. A clone that fails before its last piece leaves
+//! the primary as it was; the receiver never goes live without a whole machine.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ftvm_machine::transfer::PAGE_RECORD;
+use ftvm_machine::{Incoming, Machine};
+use thiserror::Error;
+
+use crate::Timing;
+use crate::wire::{ToBackup, ToPrimary, WireError};
+
+/// Pages per message: 1 MiB before compression, well under the message limit.
+pub const BATCH_PAGES: usize = 256;
+/// Pages the VM's thread copies per slice: about half a millisecond of copying, so a clone
+/// slows the guest by a bounded share of each slice.
+const PAGES_PER_SLICE: usize = 512;
+/// Batches between the VM's thread and the sender: the memory a clone may hold (16 MiB).
+const QUEUE: usize = 16;
+/// Dirty pages few enough to send with the machine paused (4 MiB: a millisecond of copying).
+const FINAL_PAGES: usize = 1024;
+/// Rounds after which the clone ends even if the guest writes faster than the rounds shrink.
+const MAX_ROUNDS: u32 = 30;
+
+#[derive(Debug, Error)]
+pub enum CloneError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("the clone's data is bad: {0}")]
+    Bad(String),
+}
+
+/// How far a clone got (for status and messages).
+#[derive(Debug, Clone, Default)]
+pub struct CloneProgress {
+    pub round: u32,
+    /// Page records copied out of the VM (pages written again are sent again).
+    pub pages_copied: u64,
+    /// Page records the receiver holds.
+    pub pages_acked: u64,
+    /// Compressed bytes sent.
+    pub bytes_sent: u64,
+    /// Pages still to send at the end of the last round.
+    pub dirty_left: usize,
+}
+
+struct Shared {
+    error: Mutex<Option<String>>,
+    acked: AtomicU64,
+    sent: AtomicU64,
+    /// Batches queued or being compressed and sent.
+    in_flight: AtomicUsize,
+    done: AtomicBool,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        e.get_or_insert(why);
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+enum Piece {
+    Pages(Vec<u8>),
+    State(Vec<u8>),
+}
+
+/// What a clone step says.
+pub enum Step {
+    /// Still copying rounds.
+    Running,
+    /// The rest is small: call [`CloneJob::finish`] now, with the machine where it stands.
+    Ready,
+    /// The clone failed; the primary goes on as it was.
+    Failed(String),
+}
+
+/// The primary's side of a live clone in progress.
+pub struct CloneJob {
+    pub target: String,
+    /// The generation the hello announced.
+    pub generation: u64,
+    /// A migration of the primary (`Some(backup follows)`), not a new backup.
+    pub takeover: Option<bool>,
+    tx: Option<SyncSender<Piece>>,
+    shared: Arc<Shared>,
+    batch: Vec<u8>,
+    batch_pages: usize,
+    cursor: usize,
+    begun: bool,
+    progress: CloneProgress,
+    pub started: Instant,
+    timing: Timing,
+    stream: Arc<Mutex<Option<TcpStream>>>,
+    sender: Option<JoinHandle<io::Result<()>>>,
+    acks: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// A finished clone's channel, handed to the primary's log: the log may go out once the sender
+/// is done, and acks be read once the ack thread saw the receiver's machine complete.
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub sender: JoinHandle<io::Result<()>>,
+    pub acks: JoinHandle<io::Result<()>>,
+    /// How long the machine stood still for the last piece.
+    pub paused: Duration,
+    pub progress: CloneProgress,
+}
+
+impl CloneJob {
+    /// Starts cloning to the backup listening at `target`: connects (in the sender thread, so
+    /// the VM never waits for the network) and says hello. `takeover`: the clone becomes the
+    /// primary (a migration), `Some(true)` if this primary's backup will follow it.
+    pub fn start(
+        target: &str,
+        generation: u64,
+        lock: &str,
+        ram_size: u64,
+        takeover: Option<bool>,
+        timing: Timing,
+    ) -> io::Result<CloneJob> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let shared = Arc::new(Shared {
+            error: Mutex::new(None),
+            acked: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            done: AtomicBool::new(false),
+        });
+        let stream = Arc::new(Mutex::new(None));
+        let hello = ToBackup::Hello {
+            generation,
+            clone_ram: ram_size,
+            takeover: takeover.is_some(),
+            backup_follows: takeover == Some(true),
+            lock: lock.to_string(),
+        };
+        let (s1, st1, to) = (shared.clone(), stream.clone(), target.to_string());
+        let sender = std::thread::Builder::new()
+            .name("clone-sender".into())
+            .spawn(move || {
+                let r = send_clone(&to, hello, rx, &s1, &st1, timing);
+                if let Err(e) = &r {
+                    s1.fail(format!("sending to {to}: {e}"));
+                }
+                r
+            })?;
+        Ok(CloneJob {
+            target: target.to_string(),
+            generation,
+            takeover,
+            tx: Some(tx),
+            shared,
+            batch: Vec::with_capacity(BATCH_PAGES * PAGE_RECORD),
+            batch_pages: 0,
+            cursor: 0,
+            begun: false,
+            progress: CloneProgress::default(),
+            started: Instant::now(),
+            timing,
+            stream,
+            sender: Some(sender),
+            acks: None,
+        })
+    }
+
+    pub fn progress(&self) -> CloneProgress {
+        let mut p = self.progress.clone();
+        p.pages_acked = self.shared.acked.load(Ordering::Relaxed);
+        p.bytes_sent = self.shared.sent.load(Ordering::Relaxed);
+        p
+    }
+
+    /// Queues the batch if the sender has room; false if it must wait.
+    fn push(&mut self) -> Result<bool, String> {
+        if self.batch_pages == 0 {
+            return Ok(true);
+        }
+        let Some(tx) = &self.tx else {
+            return Err("the clone is over".into());
+        };
+        let batch = std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH_PAGES * PAGE_RECORD),
+        );
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        match tx.try_send(Piece::Pages(batch)) {
+            Ok(()) => {
+                self.batch_pages = 0;
+                Ok(true)
+            }
+            Err(TrySendError::Full(Piece::Pages(b))) => {
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.batch = b;
+                Ok(false)
+            }
+            Err(_) => Err(self
+                .shared
+                .error()
+                .unwrap_or_else(|| "the clone's sender stopped".into())),
+        }
+    }
+
+    /// One slice's share of the rounds: copies a bounded number of dirty pages.
+    pub fn step(&mut self, m: &mut Machine) -> Step {
+        if let Some(e) = self.shared.error() {
+            return Step::Failed(e);
+        }
+        self.spawn_acks();
+        if !self.begun {
+            m.begin_transfer();
+            self.begun = true;
+        }
+        let mut budget = PAGES_PER_SLICE;
+        loop {
+            if self.batch_pages == BATCH_PAGES {
+                match self.push() {
+                    Ok(true) => {}
+                    Ok(false) => return Step::Running,
+                    Err(e) => return Step::Failed(e),
+                }
+            }
+            if self.cursor >= m.ram_pages() {
+                match self.push() {
+                    Ok(true) => {}
+                    Ok(false) => return Step::Running,
+                    Err(e) => return Step::Failed(e),
+                }
+                // A round ends when its pages are copied; the decision waits until they are
+                // sent too, so the pause is not spent waiting for the queue.
+                if self.shared.in_flight.load(Ordering::SeqCst) > 0 {
+                    return Step::Running;
+                }
+                let dirty = m.transfer_dirty_pages();
+                self.progress.dirty_left = dirty;
+                if dirty <= FINAL_PAGES || self.progress.round + 1 >= MAX_ROUNDS {
+                    return Step::Ready;
+                }
+                self.progress.round += 1;
+                self.cursor = 0;
+                return Step::Running;
+            }
+            if budget == 0 {
+                return Step::Running;
+            }
+            let room = budget.min(BATCH_PAGES - self.batch_pages);
+            let n = m.take_transfer_pages(&mut self.cursor, room, &mut self.batch);
+            self.batch_pages += n;
+            self.progress.pages_copied += n as u64;
+            budget -= n;
+        }
+    }
+
+    /// Starts the ack reader once the sender has connected.
+    fn spawn_acks(&mut self) {
+        if self.acks.is_some() {
+            return;
+        }
+        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = stream.as_ref().and_then(|s| s.try_clone().ok()) else {
+            return;
+        };
+        drop(stream);
+        let shared = self.shared.clone();
+        // The receiver acks every message and the sender sends one at least every heartbeat;
+        // a clone is cheap to retry, so a busy host gets some slack before it counts as lost.
+        let timeout = self.timing.timeout.max(Duration::from_secs(1));
+        self.acks = std::thread::Builder::new()
+            .name("clone-acks".into())
+            .spawn(move || {
+                let r = read_acks(s, &shared, timeout);
+                if let Err(e) = &r {
+                    shared.fail(format!("the new backup: {e}"));
+                }
+                r
+            })
+            .ok();
+    }
+
+    /// The last piece, with the machine stopped where it stands: the remaining dirty pages and
+    /// the CPU and device state. The machine may run on as soon as this returns; the log it
+    /// writes from here on starts from exactly this state.
+    pub fn finish(mut self, m: &mut Machine) -> Result<Handoff, String> {
+        let t = Instant::now();
+        self.spawn_acks();
+        let (Some(tx), Some(sender), Some(acks)) =
+            (self.tx.take(), self.sender.take(), self.acks.take())
+        else {
+            return Err(self
+                .shared
+                .error()
+                .unwrap_or_else(|| "the new backup never connected".into()));
+        };
+        self.cursor = 0;
+        let fail = |shared: &Shared| {
+            shared
+                .error()
+                .unwrap_or_else(|| "the clone's sender stopped".into())
+        };
+        loop {
+            let n = m.take_transfer_pages(
+                &mut self.cursor,
+                BATCH_PAGES - self.batch_pages,
+                &mut self.batch,
+            );
+            self.batch_pages += n;
+            self.progress.pages_copied += n as u64;
+            if self.batch_pages == BATCH_PAGES || self.cursor >= m.ram_pages() {
+                if self.batch_pages > 0 {
+                    self.batch_pages = 0;
+                    let batch = std::mem::take(&mut self.batch);
+                    if tx.send(Piece::Pages(batch)).is_err() {
+                        return Err(fail(&self.shared));
+                    }
+                }
+                if self.cursor >= m.ram_pages() {
+                    break;
+                }
+            }
+        }
+        if tx.send(Piece::State(m.transfer_state())).is_err() {
+            return Err(fail(&self.shared));
+        }
+        let stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|s| s.try_clone().ok())
+            .ok_or_else(|| "the channel is gone".to_string())?;
+        self.shared.done.store(true, Ordering::SeqCst);
+        Ok(Handoff {
+            stream,
+            sender,
+            acks,
+            paused: t.elapsed(),
+            progress: self.progress(),
+        })
+    }
+}
+
+impl Drop for CloneJob {
+    fn drop(&mut self) {
+        // An abandoned clone: the sender sees its queue close, the acks reader the socket.
+        self.tx = None;
+        if let Some(s) = self
+            .stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && self.sender.is_some()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn send_clone(
+    target: &str,
+    hello: ToBackup,
+    rx: Receiver<Piece>,
+    shared: &Shared,
+    slot: &Mutex<Option<TcpStream>>,
+    timing: Timing,
+) -> io::Result<()> {
+    let mut s = crate::channel::connect_to_backup(target)?;
+    // A backup that stops reading must not hang the clone forever.
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    hello.write(&mut s)?;
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.try_clone()?);
+    loop {
+        match rx.recv_timeout(timing.heartbeat) {
+            Ok(Piece::Pages(batch)) => {
+                let z = zstd::bulk::compress(&batch, 1)?;
+                let n = z.len() as u64 + 5;
+                ToBackup::Pages(z).write(&mut s)?;
+                shared.sent.fetch_add(n, Ordering::Relaxed);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(Piece::State(state)) => {
+                ToBackup::State(state).write(&mut s)?;
+                s.set_write_timeout(None)?;
+                return Ok(());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => ToBackup::Heartbeat.write(&mut s)?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                return Err(io::Error::other("clone abandoned"));
+            }
+        }
+    }
+}
+
+fn read_acks(mut s: TcpStream, shared: &Shared, timeout: Duration) -> io::Result<()> {
+    s.set_read_timeout(Some(timeout))?;
+    loop {
+        match ToPrimary::read(&mut s) {
+            Ok(ToPrimary::CloneAck { pages }) => shared.acked.store(pages, Ordering::Relaxed),
+            Ok(ToPrimary::CloneDone) => return Ok(()),
+            Ok(other) => {
+                return Err(io::Error::other(format!(
+                    "unexpected {other:?} during the clone"
+                )));
+            }
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+}
+
+/// The receiving side: reads a clone announced by a hello with `ram_size` bytes of RAM and
+/// returns the rebuilt machine (its state hash checked). `progress` sees the page records held.
+pub fn receive_clone(
+    stream: &TcpStream,
+    ram_size: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<Machine, CloneError> {
+    let mut incoming = Incoming::new(ram_size).map_err(|e| CloneError::Bad(e.to_string()))?;
+    let (mut r, mut w) = (stream, stream);
+    loop {
+        match ToBackup::read(&mut r)? {
+            ToBackup::Pages(z) => {
+                // Bounded: a batch never holds more than BATCH_PAGES records.
+                let batch = zstd::bulk::decompress(&z, BATCH_PAGES * PAGE_RECORD)
+                    .map_err(|e| CloneError::Bad(format!("a page batch: {e}")))?;
+                incoming
+                    .apply_batch(&batch)
+                    .map_err(|e| CloneError::Bad(e.to_string()))?;
+            }
+            ToBackup::Heartbeat => {}
+            ToBackup::State(state) => {
+                let m = incoming
+                    .finish(&state)
+                    .map_err(|e| CloneError::Bad(e.to_string()))?;
+                ToPrimary::CloneDone
+                    .write(&mut w)
+                    .map_err(WireError::from)?;
+                return Ok(m);
+            }
+            other => {
+                return Err(CloneError::Bad(format!(
+                    "unexpected message {:?} during a clone",
+                    std::mem::discriminant(&other)
+                )));
+            }
+        }
+        let pages = incoming.pages_received();
+        progress(pages);
+        ToPrimary::CloneAck { pages }
+            .write(&mut w)
+            .map_err(WireError::from)?;
+    }
+}

@@ -1,0 +1,458 @@
+//! A protected VM's observer across its whole life: alone, cloning into a new backup, paired,
+//! and alone again after losing the backup (then cloning into a spare, if it has one).
+//!
+//! One VM process lives through many pairs. Each pair has its own log (starting from where
+//! the VM stood when the pair formed) and its own FT generation; the VM keeps its outputs'
+//! tickets increasing across pairs (each pair's tickets are offset past the previous pair's),
+//! so an output held under one pair is never mistaken for one of the next.
+//!
+//! Changing the backup of a running pair (moving the backup) follows the paper: the new
+//! backup is cloned while the old one still protects the VM; at the switch the primary waits
+//! until the old backup holds everything, takes the old generation's lock itself (so the old
+//! backup can never go live, even if it misses the message that retires it), retires it, and
+//! the new pair starts at the next generation.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftvm_host::{Gate, Observer, RunEnd};
+use ftvm_log::{LogHeader, StartState};
+use ftvm_machine::{Effect, InputEvent, Machine};
+
+use crate::clone::{CloneJob, Step};
+use crate::control::Control;
+use crate::primary::{FtPrimary, PrimaryConfig};
+use crate::stamp;
+use crate::tiebreak::{Outcome, TieBreaker, decide};
+
+/// How long a switch to a new backup waits for the old one to ack the log.
+const SWITCH_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The VM's observer: see the module doc.
+pub struct FtVm {
+    cfg: PrimaryConfig,
+    tb: Arc<dyn TieBreaker>,
+    control: Arc<Control>,
+    pair: Option<FtPrimary>,
+    clone: Option<CloneJob>,
+    /// Where to clone a new backup when the VM runs alone.
+    spares: VecDeque<String>,
+    /// Added to the pair's tickets: everything of earlier pairs sorts before.
+    base: u64,
+    last_ticket: u64,
+    /// Lost the old generation's lock while switching backups: this VM must stop.
+    fenced: bool,
+    /// Set by [`FtVm::end`]: no new pair may start after the run ended.
+    ended: bool,
+    /// A clone is ready: release every held output (once the backup acks them) so the switch
+    /// happens with nothing held and no I/O in flight.
+    quiesce: bool,
+    /// This VM moved to the primary at this address: its run ends here.
+    moved: Option<String>,
+}
+
+impl FtVm {
+    /// A VM running alone (FT off until a backup is added) at `cfg.generation`.
+    pub fn alone(
+        cfg: PrimaryConfig,
+        tb: Arc<dyn TieBreaker>,
+        control: Arc<Control>,
+        spares: Vec<String>,
+    ) -> FtVm {
+        let vm = FtVm {
+            cfg,
+            tb,
+            control,
+            pair: None,
+            clone: None,
+            spares: spares.into(),
+            base: 1,
+            last_ticket: 1,
+            fenced: false,
+            ended: false,
+            quiesce: false,
+            moved: None,
+        };
+        vm.show_alone();
+        vm
+    }
+
+    /// A VM already paired (its backup started from the same boot or snapshot).
+    pub fn paired(mut self, pair: FtPrimary) -> FtVm {
+        let g = pair.generation();
+        self.cfg.generation = g;
+        self.pair = Some(pair);
+        self.control.update(|s| {
+            s.role = "primary".into();
+            s.generation = g;
+        });
+        self
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.cfg.generation
+    }
+
+    /// Log bytes of the current pair.
+    pub fn log_bytes(&self) -> u64 {
+        self.pair.as_ref().map_or(0, |p| p.log_bytes())
+    }
+
+    /// Time the current pair's log spent waiting for room in its outbox.
+    pub fn stalled(&self) -> Duration {
+        self.pair.as_ref().map_or(Duration::ZERO, |p| p.stalled())
+    }
+
+    /// After the run: lets the current backup get the log's end (see [`FtPrimary::finish`]).
+    pub fn finish(self, patience: Duration) -> bool {
+        match self.pair {
+            Some(p) => p.finish(patience),
+            None => true,
+        }
+    }
+
+    fn show_alone(&self) {
+        let g = self.cfg.generation;
+        self.control.update(|s| {
+            s.role = "primary (alone)".into();
+            s.generation = g;
+            s.peer = "none".into();
+            s.lag_ms = 0.0;
+        });
+    }
+
+    /// The pair lost its backup and this side won: run alone, and clone into a spare.
+    fn on_alone(&mut self) {
+        if let Some(p) = self.pair.take() {
+            self.cfg.generation = p.generation() + 1;
+            self.show_alone();
+        }
+    }
+
+    /// Where the VM moved (`ftvm ctl migrate`), if it did: its run ended for that.
+    pub fn moved_to(&self) -> Option<&str> {
+        self.moved.as_deref()
+    }
+
+    fn start_clone(&mut self, target: String, ram_size: u64, migrate: bool) {
+        let (generation, takeover) = match (migrate, self.pair.is_some()) {
+            // The moved primary continues this pair (or this VM's generation, alone).
+            (true, paired) => (self.cfg.generation, Some(paired)),
+            // Moving the backup: the new pair takes the next generation at the switch.
+            (false, true) => (self.cfg.generation + 1, None),
+            (false, false) => (self.cfg.generation, None),
+        };
+        let job = CloneJob::start(
+            &target,
+            generation,
+            &self.cfg.lock,
+            ram_size,
+            takeover,
+            self.cfg.timing,
+        );
+        match job {
+            Ok(job) => {
+                eprintln!(
+                    "ftvm primary: {} {} at {target}",
+                    stamp(),
+                    if migrate {
+                        "moving this VM to a new primary"
+                    } else {
+                        "cloning this VM into a new backup"
+                    }
+                );
+                self.control
+                    .update(|s| s.clone = format!("to {target}: starting"));
+                self.clone = Some(job);
+            }
+            Err(e) => self.clone_failed(&target, &e.to_string()),
+        }
+    }
+
+    fn clone_failed(&mut self, target: &str, why: &str) {
+        eprintln!(
+            "ftvm primary: {} the clone to {target} failed: {why}; the VM runs on {}",
+            stamp(),
+            if self.pair.is_some() {
+                "with its backup"
+            } else {
+                "alone"
+            }
+        );
+        self.control
+            .update(|s| s.clone = format!("to {target}: failed: {why}"));
+    }
+
+    /// A migration is ready: the state goes to the new primary and this VM's run ends there;
+    /// the backup (told where to go) replays to the same instruction and reconnects to it.
+    fn switch_primary(&mut self, job: CloneJob, m: &mut Machine) {
+        let target = job.target.clone();
+        if job.generation != self.cfg.generation || job.takeover != Some(self.pair.is_some()) {
+            return self.clone_failed(&target, "the pair changed during the migration; retry");
+        }
+        if let Some(p) = &mut self.pair {
+            p.wait_acked(SWITCH_PATIENCE);
+            p.send_moved_to(&target);
+        }
+        let icount = m.icount();
+        let delivered = job.finish(m).and_then(|h| {
+            // The new primary must hold the whole machine before this one stops.
+            let sent = h.sender.join().map_err(|_| "the sender died".to_string())?;
+            sent.map_err(|e| e.to_string())?;
+            let done = h
+                .acks
+                .join()
+                .map_err(|_| "the ack reader died".to_string())?;
+            done.map_err(|e| e.to_string())?;
+            Ok((h.progress, h.paused))
+        });
+        match delivered {
+            Ok((progress, paused)) => {
+                eprintln!(
+                    "ftvm primary: {} moved to {target} at instruction {icount}: {} rounds, {} \
+                     pages copied ({:.1} MiB compressed), paused {:.1} ms; this VM stops here",
+                    stamp(),
+                    progress.round + 1,
+                    progress.pages_copied,
+                    progress.bytes_sent as f64 / (1 << 20) as f64,
+                    paused.as_secs_f64() * 1e3
+                );
+                self.control.update(|s| {
+                    s.role = format!("moved to {target}");
+                    s.clone = format!("to {target}: moved at instruction {icount}");
+                    s.clones_done += 1;
+                });
+                self.moved = Some(target);
+            }
+            Err(why) => {
+                if let Some(p) = &self.pair {
+                    p.send_moved_to("");
+                }
+                self.clone_failed(&target, &why);
+            }
+        }
+    }
+
+    /// The clone is ready: the switch, with the machine stopped where it stands.
+    fn switch(&mut self, job: CloneJob, m: &mut Machine) {
+        let target = job.target.clone();
+        let mut g = self.cfg.generation;
+        let expected = if self.pair.is_some() { g + 1 } else { g };
+        if job.generation != expected {
+            return self.clone_failed(&target, "the pair changed during the clone; retry");
+        }
+        if let Some(mut old) = self.pair.take() {
+            // The old backup must hold everything the VM has shown (its outputs may then
+            // leave: the new backup starts from a state that includes them) and must never go
+            // live again: this side takes its generation.
+            if !old.wait_acked(SWITCH_PATIENCE) {
+                eprintln!(
+                    "ftvm primary: {} the old backup did not ack in time; switching anyway",
+                    stamp()
+                );
+            }
+            match decide(&*self.tb, g, &self.cfg.who, |e| {
+                eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
+            }) {
+                Outcome::Won => {}
+                Outcome::Lost { winner } => {
+                    eprintln!(
+                        "ftvm primary: {} the old backup won generation {g} ({winner}); this \
+                         VM halts without another output",
+                        stamp()
+                    );
+                    self.control.update(|s| s.role = "halted".into());
+                    self.fenced = true;
+                    return;
+                }
+            }
+            old.retire();
+            g += 1;
+            self.cfg.generation = g;
+        }
+        let icount = m.icount();
+        let handoff = match job.finish(m) {
+            Ok(h) => h,
+            Err(why) => {
+                self.show_alone();
+                return self.clone_failed(&target, &why);
+            }
+        };
+        let header = LogHeader {
+            start: StartState::Transferred { icount },
+            start_hash: m.state_hash().0,
+            paths: vec![],
+        };
+        let (paused, progress) = (handoff.paused, handoff.progress.clone());
+        let mut cfg = self.cfg.clone();
+        cfg.generation = g;
+        match FtPrimary::start_after_clone(
+            handoff,
+            &header,
+            cfg,
+            self.tb.clone(),
+            self.control.clone(),
+        ) {
+            Ok(p) => {
+                self.base = self.last_ticket + 1;
+                self.pair = Some(p);
+                eprintln!(
+                    "ftvm primary: {} new backup at {target} in lockstep from instruction \
+                     {icount} as generation {g}: {} rounds, {} pages copied ({:.1} MiB \
+                     compressed), paused {:.1} ms",
+                    stamp(),
+                    progress.round + 1,
+                    progress.pages_copied,
+                    progress.bytes_sent as f64 / (1 << 20) as f64,
+                    paused.as_secs_f64() * 1e3
+                );
+                self.control.update(|s| {
+                    s.role = "primary".into();
+                    s.generation = g;
+                    s.clone = format!(
+                        "to {target}: done at instruction {icount}, {} rounds, paused {:.1} ms",
+                        progress.round + 1,
+                        paused.as_secs_f64() * 1e3
+                    );
+                    s.clones_done += 1;
+                });
+            }
+            Err(e) => {
+                self.show_alone();
+                self.clone_failed(&target, &e.to_string());
+            }
+        }
+    }
+}
+
+impl Observer for FtVm {
+    fn input(&mut self, icount: u64, event: &InputEvent) {
+        if let Some(p) = &mut self.pair {
+            p.input(icount, event)
+        }
+    }
+
+    fn effect(&mut self, effect: &Effect) {
+        if let Some(p) = &mut self.pair {
+            p.effect(effect)
+        }
+    }
+
+    fn checkpoint_interval(&self) -> Option<u64> {
+        Some(self.cfg.checkpoint_interval).filter(|&n| n > 0)
+    }
+
+    fn checkpoint(&mut self, icount: u64, hash: u128) {
+        if let Some(p) = &mut self.pair {
+            p.checkpoint(icount, hash)
+        }
+    }
+
+    fn end(&mut self, icount: u64, how: RunEnd) {
+        self.ended = true;
+        self.clone = None;
+        if let Some(p) = &mut self.pair {
+            p.end(icount, how)
+        }
+    }
+
+    fn output_barrier(&mut self) -> u64 {
+        self.last_ticket = match &mut self.pair {
+            Some(p) => self.base + p.output_barrier(),
+            None => self.base,
+        };
+        self.last_ticket
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.moved.is_some()
+            || self.control.power_off_requested()
+            || self.pair.as_ref().is_some_and(|p| p.stop_requested())
+    }
+
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.pair.as_ref().and_then(|p| p.wake_fd())
+    }
+
+    fn gate(&mut self, icount: u64, held: usize, wait: Duration) -> Gate {
+        if self.fenced {
+            return Gate::Fenced;
+        }
+        if std::mem::take(&mut self.quiesce)
+            && let Some(p) = &mut self.pair
+            && p.wait_acked(SWITCH_PATIENCE)
+        {
+            // Everything held is acked: all of it may go, and the switch finds nothing held.
+            return Gate::Release(u64::MAX);
+        }
+        let Some(p) = &mut self.pair else {
+            self.control.update(|s| {
+                s.icount = icount;
+                s.held_outputs = held;
+            });
+            return Gate::Release(u64::MAX);
+        };
+        match p.gate(icount, held, wait) {
+            Gate::Fenced => Gate::Fenced,
+            Gate::Release(upto) => {
+                if p.is_alone() {
+                    self.on_alone();
+                }
+                Gate::Release(self.base.saturating_add(upto))
+            }
+        }
+    }
+
+    fn tend(&mut self, m: &mut Machine, held: usize) {
+        if self.ended || self.fenced || self.moved.is_some() {
+            return;
+        }
+        if self.clone.is_none() {
+            if let Some(t) = self.control.take_migrate() {
+                self.start_clone(t, m.ram().size(), true);
+            } else if let Some(t) = self.control.take_add_backup().or_else(|| {
+                if self.pair.is_none() {
+                    self.spares.pop_front()
+                } else {
+                    None
+                }
+            }) {
+                self.start_clone(t, m.ram().size(), false);
+            }
+        }
+        let Some(job) = &mut self.clone else { return };
+        match job.step(m) {
+            Step::Running => {
+                let p = job.progress();
+                let t = job.target.clone();
+                let secs = job.started.elapsed().as_secs_f64();
+                self.control.update(|s| {
+                    s.clone = format!(
+                        "to {t}: round {}, {} pages copied, {} held there, {:.1} MiB sent, \
+                         {:.1} s",
+                        p.round + 1,
+                        p.pages_copied,
+                        p.pages_acked,
+                        p.bytes_sent as f64 / (1 << 20) as f64,
+                        secs
+                    )
+                });
+            }
+            Step::Failed(why) => {
+                let t = job.target.clone();
+                self.clone = None;
+                self.clone_failed(&t, &why);
+            }
+            Step::Ready if held > 0 => self.quiesce = true,
+            Step::Ready => {
+                let job = self.clone.take().expect("checked");
+                if job.takeover.is_some() {
+                    self.switch_primary(job, m);
+                } else {
+                    self.switch(job, m);
+                }
+            }
+        }
+    }
+}
