@@ -43,6 +43,9 @@ pub enum BenchCommand {
     /// Fault tolerance against none on the redis guest: redis-benchmark, CPU and disk jobs,
     /// logging bandwidth, Output Rule delay, failover time.
     Ft(crate::bench_ft::FtBench),
+    /// Restoring redundancy: a running redis guest cloned into a new backup (time to
+    /// lockstep, the primary's pause, the client's write rate during the clone).
+    Clone(crate::bench_clone::CloneBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +81,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Replay(args) => crate::bench_replay::run(args),
         BenchCommand::Cpu(args) => crate::bench_cpu::run(args),
         BenchCommand::Ft(args) => crate::bench_ft::run(args),
+        BenchCommand::Clone(args) => crate::bench_clone::run(args),
     }
 }
 

@@ -4,7 +4,9 @@
 //! two hosts) running the redis guest on a shared disk. A client writes keys through the
 //! switch's port forward on one TCP connection; the primary is killed with SIGKILL mid-stream;
 //! the backup goes live; the client carries on over the same connection and every write that
-//! was acknowledged is checked. The timeline at the end says how long the failover took.
+//! was acknowledged is checked. Then redundancy comes back: the new primary clones itself into a
+//! spare host (a live clone while it serves), and a second kill fails over again with nothing
+//! lost. The timelines say how long each step took.
 
 use std::time::{Duration, Instant};
 
@@ -42,13 +44,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         dir.path().to_path_buf(),
     );
     spec.show_console = args.console;
+    // The backup is told of a spare host: after a failover it clones itself there.
+    let spare_at = format!("127.0.0.1:{}", crate::ft_pair::free_port()?);
+    spec.backup_args = vec!["--spare".into(), spare_at.clone()];
     let mut pair = Pair::start(&spec)?;
+    let (spare, _) = pair.start_spare_at("spare", &spare_at)?;
     say(&format!(
-        "switch pid {} forwards 127.0.0.1:{} to the guest's redis; primary pid {}, backup pid {}",
+        "switch pid {} forwards 127.0.0.1:{} to the guest's redis; primary pid {}, backup pid {}, \
+         spare pid {} waiting at {spare_at}",
         pair.switch.id(),
         pair.forward_port,
         pair.primary.child.id(),
-        pair.backup().child.id()
+        pair.backup().child.id(),
+        spare.child.id()
     ));
     say("booting Debian's kernel and the redis disk on the primary; the backup replays it");
     let started = Instant::now();
@@ -67,6 +75,76 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "redis is up after {:.1} s; one client connection writes SET key:i i",
         started.elapsed().as_secs_f64()
     ));
+    let f = failover(&mut pair, args.kill_after, args.keys_after, "the backup")?;
+    pair.promote_backup();
+    if let Some(s) = Pair::status(&pair.primary) {
+        say(&format!(
+            "the backup is now the VM: role {}, generation {}",
+            s.role, s.generation
+        ));
+    }
+    say("restoring redundancy: the new primary clones itself into the spare while it serves");
+    let live_at = pair.primary.log.stamp_of(" live as generation");
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let s = Pair::status(&pair.primary).context("the new primary's status")?;
+        if s.clone != last && !s.clone.is_empty() {
+            say(&format!("  clone {}", s.clone));
+            last = s.clone.clone();
+        }
+        if s.clones_done > 0 {
+            break;
+        }
+        anyhow::ensure!(
+            !s.clone.contains(": failed: ") && started.elapsed() < Duration::from_secs(120),
+            "the clone into the spare did not complete: {}",
+            s.clone
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pair.set_backup(spare);
+    let in_sync = pair.primary.log.stamp_of("in lockstep from instruction");
+    if let (Some(live), Some(sync)) = (live_at, in_sync) {
+        say(&format!(
+            "redundancy restored {} ms after the backup went live ({})",
+            sync.saturating_sub(live),
+            last.split(", ").last().unwrap_or_default()
+        ));
+    }
+    let g = failover(&mut pair, 2.0, args.keys_after, "the spare")?;
+    let keys = f.acked.max(g.acked);
+    let mut redis = crate::resp::Redis::connect(pair.forward_port, Duration::from_secs(30))?;
+    let missing = crate::resp::check_keys(&mut redis, &(0..keys as u64).collect::<Vec<_>>())?;
+    anyhow::ensure!(missing.is_empty(), "lost keys {missing:?}");
+    say(&format!(
+        "after two failovers all {keys} keys of both runs are present, redis run_id {}… throughout",
+        &g.run_id[..8.min(g.run_id.len())]
+    ));
+    anyhow::ensure!(
+        f.run_id == g.run_id,
+        "redis restarted between the failovers"
+    );
+    // Both stop without another failover.
+    pair.promote_backup();
+    let _ = ftvm_ft::control::request(&pair.primary.control, "poweroff");
+    let start = Instant::now();
+    while pair.primary.child.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    say("done: ftvm ctl poweroff stopped the VM");
+    Ok(())
+}
+
+/// One client run with a kill of the primary after `kill_after` s; the timeline as the
+/// backup (`who`) saw it.
+fn failover(
+    pair: &mut Pair,
+    kill_after: f64,
+    keys_after: u64,
+    who: &str,
+) -> Result<crate::ft_load::Failover> {
+    say("one client connection writes SET key:i i");
     let mut show = |p: Progress| match p {
         Progress::Failed(n) => say(&format!(
             "killed the primary (SIGKILL) after {n} acknowledged writes"
@@ -78,10 +156,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         Progress::Acked(_) => {}
     };
     let f = failover_watched(
-        &mut pair,
+        pair,
         Load::Sets,
-        Duration::from_secs_f64(args.kill_after.max(0.0)),
-        args.keys_after as usize,
+        Duration::from_secs_f64(kill_after.max(0.0)),
+        keys_after as usize,
         Fail::Kill,
         &mut show,
     )
@@ -101,33 +179,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         Some(t) => format!("+{:>5} ms", t.saturating_sub(killed)),
         None => "    (not seen)".into(),
     };
-    say("timeline");
+    say(&format!("timeline ({who} takes over)"));
     say(&format!(
         "  primary killed            {}",
         rel(Some(killed))
     ));
     say(&format!("  failure detected          {}", rel(detected)));
-    say(&format!("  backup live               {}", rel(live)));
+    say(&format!("  {who:<10} live           {}", rel(live)));
     say(&format!("  first reply after kill    {}", rel(Some(first))));
     say(&format!(
         "  slowest reply of the run   {:>5} ms",
         f.slowest.as_millis()
     ));
-    if let Some(s) = Pair::status(pair.backup()) {
-        say(&format!(
-            "the backup is now the VM: role {}, generation {}",
-            s.role, s.generation
-        ));
-    }
-    // Both stop without another failover.
-    let _ = ftvm_ft::control::request(&pair.backup().control, "poweroff");
-    let start = Instant::now();
-    while pair.backup_mut().child.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    say("done: ftvm ctl poweroff stopped the VM");
-    Ok(())
+    Ok(f)
 }
 
 fn say(s: &str) {

@@ -187,3 +187,69 @@ pub fn failover_during_boot(pair: &mut Pair, after: Duration) -> Result<()> {
     ensure!(r == Reply::Bulk(Some(b"boot".to_vec())), "GET: {r:?}");
     Ok(())
 }
+
+/// One client connection writing `SET key:i i` one at a time, every acknowledgement kept, to
+/// be checked at the end: the load around clones, migrations and repeated failovers.
+pub struct Writer {
+    redis: Redis,
+    acked: Vec<u64>,
+    next: u64,
+    run_id: String,
+}
+
+impl Writer {
+    pub fn connect(pair: &Pair) -> Result<Writer> {
+        let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(30))?;
+        let run_id = server_run_id(&mut redis)?;
+        Ok(Writer {
+            redis,
+            acked: Vec::new(),
+            next: 0,
+            run_id,
+        })
+    }
+
+    /// Writes `n` more keys; each must be acknowledged.
+    pub fn write(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            let k = self.next;
+            let r = self
+                .redis
+                .command(&["SET", &format!("key:{k}"), &k.to_string()])
+                .with_context(|| format!("the connection broke at key {k}"))?;
+            ensure!(r == Reply::Simple("OK".into()), "SET key:{k}: {r:?}");
+            self.acked.push(k);
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    pub fn acked(&self) -> usize {
+        self.acked.len()
+    }
+
+    /// Every acknowledged key holds its value, and redis never restarted.
+    pub fn check(&mut self) -> Result<()> {
+        let missing = check_keys(&mut self.redis, &self.acked)?;
+        ensure!(missing.is_empty(), "lost acknowledged keys {missing:?}");
+        let now = server_run_id(&mut self.redis)?;
+        ensure!(
+            now == self.run_id,
+            "redis restarted ({} became {now})",
+            self.run_id
+        );
+        Ok(())
+    }
+}
+
+/// Kills the primary (SIGKILL) and writes `after` more keys on `w`'s connection, which must
+/// survive; then the backup is the pair's primary.
+pub fn kill_primary(pair: &mut Pair, w: &mut Writer, after: usize) -> Result<()> {
+    pair.primary
+        .child
+        .kill()
+        .context("cannot kill the primary")?;
+    w.write(after)?;
+    pair.promote_backup();
+    Ok(())
+}

@@ -78,6 +78,8 @@ pub struct PairSpec {
     pub ft_args: Vec<String>,
     /// Extra arguments for the backup only.
     pub backup_args: Vec<String>,
+    /// Extra arguments for the primary only (e.g. `--memory`).
+    pub primary_args: Vec<String>,
     /// Maps the primary's channel address to the one the backup dials (a test's proxy).
     pub via: Option<Via>,
     /// False: the same VM without FT (`ftvm run`, no backup), to compare against.
@@ -86,6 +88,9 @@ pub struct PairSpec {
     pub snapshot: Option<(PathBuf, PathBuf)>,
     /// Keep the primary's console input open (`Pair::type_line`).
     pub console_input: bool,
+    /// False: the primary starts alone (FT off) and gets a backup by a live clone
+    /// (`Pair::add_backup`).
+    pub initial_backup: bool,
 }
 
 impl PairSpec {
@@ -98,12 +103,22 @@ impl PairSpec {
             show_console: false,
             ft_args: Vec::new(),
             backup_args: Vec::new(),
+            primary_args: Vec::new(),
             via: None,
             ft: true,
             snapshot: None,
             console_input: false,
+            initial_backup: true,
         }
     }
+}
+
+/// Where a live clone asked of the primary stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloneState {
+    Running(String),
+    Done,
+    Failed(String),
 }
 
 pub struct Side {
@@ -122,9 +137,18 @@ pub struct Pair {
     /// Started from a snapshot (the ready line was printed before it was taken).
     from_snapshot: bool,
     stdin: Option<std::process::ChildStdin>,
+    /// What a new host (`start_spare`) needs: the binary, scratch directory, shared disk,
+    /// switch and FT arguments.
+    exe: PathBuf,
+    dir: PathBuf,
+    disk: PathBuf,
+    net: String,
+    ft_args: Vec<String>,
+    /// Sides that left the pair (failed over, retired, moved): still stopped on drop.
+    pub former: Vec<Side>,
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -195,12 +219,12 @@ impl Pair {
         let s = |p: &Path| p.display().to_string();
         let net = format!("switch:{}", s(&socket));
         let control = spec.dir.join("primary.ctl");
-        let mut primary_args: Vec<String> = if spec.ft {
-            ["primary", "--listen", "127.0.0.1:0"]
+        let mut primary_args: Vec<String> = match (spec.ft, spec.initial_backup) {
+            (true, true) => ["primary", "--listen", "127.0.0.1:0"]
                 .map(String::from)
-                .to_vec()
-        } else {
-            vec!["run".into()]
+                .to_vec(),
+            (true, false) => vec!["primary".into()],
+            (false, _) => vec!["run".into()],
         };
         primary_args.extend(
             [
@@ -222,6 +246,7 @@ impl Pair {
         if spec.ft {
             primary_args.extend(spec.ft_args.iter().cloned());
         }
+        primary_args.extend(spec.primary_args.iter().cloned());
         let mut primary = spawn(
             &spec.exe,
             &primary_args,
@@ -230,16 +255,24 @@ impl Pair {
             spec.console_input,
         )?;
         let stdin = primary.child.stdin.take();
-        if !spec.ft {
-            return Ok(Pair {
-                forward_port,
-                switch,
-                primary,
-                backup: None,
-                from_snapshot: spec.snapshot.is_some(),
-                stdin,
-            });
+        let mut pair = Pair {
+            forward_port,
+            switch,
+            primary,
+            backup: None,
+            from_snapshot: spec.snapshot.is_some(),
+            stdin,
+            exe: spec.exe.clone(),
+            dir: spec.dir.clone(),
+            disk: disk.clone(),
+            net: net.clone(),
+            ft_args: spec.ft_args.clone(),
+            former: Vec::new(),
+        };
+        if !spec.ft || !spec.initial_backup {
+            return Ok(pair);
         }
+        let primary = &pair.primary;
         let listen = || {
             let log = primary.log.text();
             log.lines()
@@ -278,14 +311,128 @@ impl Pair {
             spec.dir.join("backup.ctl"),
             false,
         )?;
-        Ok(Pair {
-            forward_port,
-            switch,
-            primary,
-            backup: Some(backup),
-            from_snapshot: spec.snapshot.is_some(),
-            stdin,
+        pair.backup = Some(backup);
+        Ok(pair)
+    }
+
+    /// Starts a host waiting for a live clone (`ftvm backup --listen`, the spare of the
+    /// paper's restored redundancy); its side and channel address.
+    pub fn start_spare(&self, name: &str) -> Result<(Side, String)> {
+        self.start_spare_at(name, "127.0.0.1:0")
+    }
+
+    /// [`Pair::start_spare`] listening at `listen`.
+    pub fn start_spare_at(&self, name: &str, listen: &str) -> Result<(Side, String)> {
+        let s = |p: &Path| p.display().to_string();
+        let control = self.dir.join(format!("{name}.ctl"));
+        let mut args: Vec<String> = [
+            "backup",
+            "--listen",
+            listen,
+            "--disk",
+            &s(&self.disk),
+            "--net",
+            &self.net,
+            "--control",
+            &s(&control),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(self.ft_args.iter().cloned());
+        let side = spawn(&self.exe, &args, false, control, false)?;
+        let addr = || {
+            side.log
+                .text()
+                .lines()
+                .find_map(|l| {
+                    l.split("waiting for a primary to clone itself here, on ")
+                        .nth(1)
+                })
+                .map(|a| a.trim().to_string())
+        };
+        wait_for("the spare's listening", Duration::from_secs(30), || {
+            addr().is_some() || side.log.text().contains("error")
+        })?;
+        let Some(at) = addr() else {
+            bail!("the spare failed:\n{}", side.log.text());
+        };
+        Ok((side, at))
+    }
+
+    /// Asks the primary to clone itself into `to` (`add-backup` or `migrate`); returns the
+    /// count of clones it had finished before, for [`Pair::clone_state`].
+    pub fn ask_clone(&self, verb: &str, to: &str) -> Result<u64> {
+        let before = Pair::status(&self.primary)
+            .context("the primary's status")?
+            .clones_done;
+        let reply = ftvm_ft::control::request(&self.primary.control, &format!("{verb} {to}"))?;
+        anyhow::ensure!(reply.starts_with("ok"), "{verb}: {reply}");
+        Ok(before)
+    }
+
+    /// How the clone to `to`, asked after `before` finished clones, is going.
+    pub fn clone_state(&self, before: u64, to: &str) -> Result<CloneState> {
+        let Some(s) = Pair::status(&self.primary) else {
+            // A migrated primary stops soon after the switch.
+            return Ok(if self.primary.log.text().contains("this VM stops here") {
+                CloneState::Done
+            } else {
+                CloneState::Failed("the primary stopped answering".into())
+            });
+        };
+        let about_it = s.clone.starts_with(&format!("to {to}:"));
+        Ok(if s.clones_done > before {
+            CloneState::Done
+        } else if let Some(why) = s.clone.split(": failed: ").nth(1)
+            && about_it
+        {
+            CloneState::Failed(why.to_string())
+        } else {
+            CloneState::Running(s.clone)
         })
+    }
+
+    /// Waits for the clone to `to` asked after `before` to end; `busy` runs in between (a
+    /// client's writes).
+    pub fn wait_clone(
+        &self,
+        before: u64,
+        to: &str,
+        patience: Duration,
+        mut busy: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match self.clone_state(before, to)? {
+                CloneState::Done => return Ok(()),
+                CloneState::Failed(why) => bail!("the clone failed: {why}"),
+                CloneState::Running(_) if start.elapsed() > patience => {
+                    bail!("the clone did not end within {patience:?}")
+                }
+                CloneState::Running(_) => busy()?,
+            }
+        }
+    }
+
+    /// After a failover: the backup is the primary now, and the pair has no backup.
+    pub fn promote_backup(&mut self) {
+        if let Some(b) = self.backup.take() {
+            let old = std::mem::replace(&mut self.primary, b);
+            self.former.push(old);
+        }
+    }
+
+    /// `side` is the pair's backup now; the one it replaced (if any) joins the former sides.
+    pub fn set_backup(&mut self, side: Side) {
+        if let Some(old) = self.backup.replace(side) {
+            self.former.push(old);
+        }
+    }
+
+    /// `side` is the pair's primary now (a migration).
+    pub fn set_primary(&mut self, side: Side) {
+        let old = std::mem::replace(&mut self.primary, side);
+        self.former.push(old);
     }
 
     /// Waits until the guest's redis answers through the forward; `note` hears both sides'
@@ -330,10 +477,6 @@ impl Pair {
         self.backup.as_ref().expect("an FT pair")
     }
 
-    pub fn backup_mut(&mut self) -> &mut Side {
-        self.backup.as_mut().expect("an FT pair")
-    }
-
     /// Types a line on the primary's console (`console_input` pairs).
     pub fn type_line(&mut self, line: &str) -> Result<()> {
         use std::io::Write;
@@ -376,6 +519,9 @@ impl Drop for Pair {
         let mut children = vec![&mut self.primary.child, &mut self.switch];
         if let Some(b) = &mut self.backup {
             children.push(&mut b.child);
+        }
+        for f in &mut self.former {
+            children.push(&mut f.child);
         }
         for c in children {
             let _ = c.kill();

@@ -4,6 +4,7 @@
 //! Errors are `anyhow` here and `thiserror` in the libraries below.
 
 mod bench;
+mod bench_clone;
 mod bench_cpu;
 mod bench_ft;
 mod bench_guest;

@@ -3,12 +3,16 @@
 //! Each round boots a fresh pair on a copy of the redis disk and kills the primary either
 //! during the boot or under one of the client loads of the tests, at a moment drawn from a
 //! seeded generator (so a failing round can be run again with the same seed).
+//!
+//! With `--chain`, one VM lives through every round instead: each round moves its backup or its
+//! primary (at random), kills the primary, and clones the survivor into a new spare, while one
+//! client connection writes throughout; every acknowledged write is checked at the end.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::ft_load::{LOADS, failover_during_boot, failover_under_load};
+use crate::ft_load::{LOADS, Writer, failover_during_boot, failover_under_load, kill_primary};
 use crate::ft_pair::{Pair, PairSpec};
 
 #[derive(clap::Args)]
@@ -19,6 +23,9 @@ pub struct StressArgs {
     /// Seed of the kill moments and loads.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// One VM through all rounds: failovers with live clones and migrations between them.
+    #[arg(long)]
+    chain: bool,
 }
 
 /// xorshift64*: a few numbers, reproducible from the seed, no dependency.
@@ -37,9 +44,68 @@ impl Rng {
     }
 }
 
+/// Clones the pair's primary into a new spare (`add-backup`, or `migrate`) while `w` writes.
+fn clone_into_spare(pair: &mut Pair, w: &mut Writer, verb: &str, name: &str) -> Result<()> {
+    let (spare, at) = pair.start_spare(name)?;
+    let before = pair.ask_clone(verb, &at)?;
+    pair.wait_clone(before, &at, Duration::from_secs(300), || w.write(10))?;
+    if verb == "migrate" {
+        pair.set_primary(spare);
+    } else {
+        pair.set_backup(spare);
+    }
+    Ok(())
+}
+
+fn chain(args: &StressArgs, guest: ftvm_image::RedisGuest, rng: &mut Rng) -> Result<i32> {
+    let dir = tempfile::Builder::new().prefix("ftvm-stress-").tempdir()?;
+    let spec = PairSpec::new(std::env::current_exe()?, guest, dir.path().into());
+    let mut pair = Pair::start(&spec)?;
+    pair.wait_ready(Duration::from_secs(600), |_, _| {})?;
+    let mut w = Writer::connect(&pair)?;
+    for round in 1..=args.rounds {
+        let step = || format!("round {round} (seed {})", args.seed);
+        w.write(50 + rng.below(300) as usize)?;
+        let moved = match rng.below(3) {
+            0 => {
+                clone_into_spare(&mut pair, &mut w, "add-backup", &format!("b{round}"))
+                    .with_context(step)?;
+                "moved the backup, "
+            }
+            1 => {
+                clone_into_spare(&mut pair, &mut w, "migrate", &format!("p{round}"))
+                    .with_context(step)?;
+                "moved the primary, "
+            }
+            _ => "",
+        };
+        w.write(rng.below(200) as usize)?;
+        kill_primary(&mut pair, &mut w, 100)
+            .with_context(|| format!("{}; backup:\n{}", step(), pair.primary.log.text()))?;
+        clone_into_spare(&mut pair, &mut w, "add-backup", &format!("s{round}"))
+            .with_context(step)?;
+        println!(
+            "ftvm stress: round {round}/{}: {moved}failed over, cloned a new backup; {} writes \
+             acknowledged so far",
+            args.rounds,
+            w.acked()
+        );
+    }
+    w.check()?;
+    println!(
+        "ftvm stress: one VM through {} failovers, {} acknowledged writes all present",
+        args.rounds,
+        w.acked()
+    );
+    Ok(0)
+}
+
 pub fn run(args: StressArgs) -> Result<i32> {
     let guest = crate::image::redis_guest(false)?;
     let mut rng = Rng(args.seed.max(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    if args.chain {
+        return chain(&args, guest, &mut rng);
+    }
     for round in 1..=args.rounds {
         let dir = tempfile::Builder::new().prefix("ftvm-stress-").tempdir()?;
         let spec = PairSpec::new(std::env::current_exe()?, guest.clone(), dir.path().into());

@@ -123,10 +123,7 @@ fn failover_under_load(name: &str, load: Load, kill_after: Duration) {
     let log = pair.backup().log.text();
     assert!(log.contains("live as generation 2"), "{name}: {log}");
     let s = Pair::status(pair.backup()).expect("the live VM answers its control socket");
-    assert_eq!(
-        (s.role.as_str(), s.generation),
-        ("primary (alone, was backup)", 2)
-    );
+    assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 2));
     eprintln!("{name}: {n} acknowledged writes kept across the failover");
 }
 
@@ -198,7 +195,7 @@ fn a_killed_backup_leaves_the_primary_serving_alone() {
     let mut acked = Vec::new();
     for k in 0..200u64 {
         if k == 100 {
-            pair.backup_mut().child.kill().unwrap();
+            pair.backup.as_mut().unwrap().child.kill().unwrap();
         }
         let r = redis.command(&["SET", &format!("key:{k}"), &k.to_string()]);
         assert_eq!(r.unwrap(), Reply::Simple("OK".into()), "SET key:{k}");
@@ -285,7 +282,7 @@ fn a_cut_channel_lets_exactly_one_side_go_on() {
     let backup_won = b.contains("live as generation 2");
     assert!(primary_won != backup_won, "primary:\n{p}\nbackup:\n{b}");
     let loser = if primary_won {
-        &mut pair.backup_mut().child
+        &mut pair.backup.as_mut().unwrap().child
     } else {
         &mut pair.primary.child
     };
@@ -324,7 +321,7 @@ fn ctl_poweroff_stops_both_without_a_failover() {
         .unwrap();
     assert!(off.status.success(), "{}", text(&off.stderr));
     assert!(wait_exit(&mut pair.primary.child, 30).success());
-    assert!(wait_exit(&mut pair.backup_mut().child, 30).success());
+    assert!(wait_exit(&mut pair.backup.as_mut().unwrap().child, 30).success());
     let log = pair.backup().log.text();
     assert!(
         log.contains("the primary finished") && !log.contains("live as"),
@@ -462,4 +459,155 @@ fn a_backup_goes_live_when_its_primary_dies_mid_boot_and_finishes_the_boot() {
     );
     assert!(text(&out.stdout).contains(MARKER), "{}", text(&out.stdout));
     assert!(dir.join("ftvm.ft-lock.1").exists());
+}
+
+// Restoring redundancy: live clones into new backups, moving either side of a pair.
+
+/// Waits until `side` exits; its status.
+fn exited(side: &mut ft_pair::Side, secs: u64) -> std::process::ExitStatus {
+    wait_exit(&mut side.child, secs)
+}
+
+fn stop_process(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a child this test started and has not waited for.
+    let r = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(r, 0, "cannot signal the process");
+}
+
+#[test]
+fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
+    let _one = serial();
+    let mut spec = spec_ready("clone-busy");
+    spec.initial_backup = false;
+    let mut pair = start(&spec);
+    let mut w = ft_load::Writer::connect(&pair).unwrap();
+    w.write(200).unwrap();
+    let (spare, at) = pair.start_spare("spare").unwrap();
+    let before = pair.ask_clone("add-backup", &at).unwrap();
+    let during = w.acked();
+    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    assert!(
+        w.acked() > during,
+        "the client wrote while the VM was cloned"
+    );
+    pair.set_backup(spare);
+    let log = pair.primary.log.text();
+    assert!(log.contains("in lockstep from instruction"), "{log}");
+    w.write(200).unwrap();
+    ft_load::kill_primary(&mut pair, &mut w, 300)
+        .unwrap_or_else(|e| panic!("{e:#}\nnew backup:\n{}", pair.primary.log.text()));
+    w.check().unwrap();
+    let log = pair.primary.log.text();
+    assert!(log.contains("clone complete"), "{log}");
+    assert!(log.contains("live as generation 2"), "{log}");
+}
+
+#[test]
+fn two_failovers_in_a_row_with_a_new_backup_between() {
+    let _one = serial();
+    let mut pair = start(&spec_ready("two-failovers"));
+    let mut w = ft_load::Writer::connect(&pair).unwrap();
+    w.write(200).unwrap();
+    ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
+    assert!(pair.primary.log.text().contains("live as generation 2"));
+    let (spare, at) = pair.start_spare("spare").unwrap();
+    let before = pair.ask_clone("add-backup", &at).unwrap();
+    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    pair.set_backup(spare);
+    let s = Pair::status(&pair.primary).unwrap();
+    assert_eq!((s.role.as_str(), s.generation), ("primary", 2));
+    w.write(200).unwrap();
+    ft_load::kill_primary(&mut pair, &mut w, 200)
+        .unwrap_or_else(|e| panic!("{e:#}\nspare:\n{}", pair.primary.log.text()));
+    w.check().unwrap();
+    let log = pair.primary.log.text();
+    assert!(log.contains("live as generation 3"), "{log}");
+}
+
+#[test]
+fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
+    let _one = serial();
+    let mut spec = spec_ready("clone-cut");
+    spec.initial_backup = false;
+    let mut pair = start(&spec);
+    let mut w = ft_load::Writer::connect(&pair).unwrap();
+    w.write(100).unwrap();
+    // A target that hangs mid-clone (stopped: its socket fills and nothing comes back).
+    let (mut hung, at) = pair.start_spare("hung").unwrap();
+    stop_process(&hung.child, libc::SIGSTOP);
+    let before = pair.ask_clone("add-backup", &at).unwrap();
+    let e = pair
+        .wait_clone(before, &at, Duration::from_secs(60), || w.write(5))
+        .unwrap_err();
+    assert!(e.to_string().contains("clone failed"), "{e:#}");
+    let _ = hung.child.kill();
+    // A target killed mid-clone (the connection resets).
+    let (mut killed, at) = pair.start_spare("killed").unwrap();
+    stop_process(&killed.child, libc::SIGSTOP);
+    let before = pair.ask_clone("add-backup", &at).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(
+        pair.clone_state(before, &at).unwrap(),
+        ft_pair::CloneState::Running(_)
+    ));
+    let _ = killed.child.kill();
+    let e = pair
+        .wait_clone(before, &at, Duration::from_secs(60), || w.write(5))
+        .unwrap_err();
+    assert!(e.to_string().contains("clone failed"), "{e:#}");
+    // The primary ran on alone, unharmed; a retry to a good target works.
+    w.write(100).unwrap();
+    let s = Pair::status(&pair.primary).unwrap();
+    assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 1));
+    let (spare, at) = pair.start_spare("spare").unwrap();
+    let before = pair.ask_clone("add-backup", &at).unwrap();
+    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    pair.set_backup(spare);
+    ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
+    w.check().unwrap();
+    assert!(pair.primary.log.text().contains("live as generation 2"));
+}
+
+#[test]
+fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
+    let _one = serial();
+    let mut pair = start(&spec_ready("migrate"));
+    let mut w = ft_load::Writer::connect(&pair).unwrap();
+    w.write(200).unwrap();
+    // Move the backup: the new one is cloned while the old one still protects the VM.
+    let (spare, at) = pair.start_spare("backup2").unwrap();
+    let before = pair.ask_clone("add-backup", &at).unwrap();
+    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    pair.set_backup(spare);
+    let old = pair.former.last_mut().unwrap();
+    assert!(exited(old, 30).success());
+    assert!(old.log.text().contains("a new backup replaced this one"));
+    assert_eq!(Pair::status(&pair.primary).unwrap().generation, 2);
+    w.write(200).unwrap();
+    // Move the primary: its backup replays to the switch and reconnects to the new host.
+    let (target, at) = pair.start_spare("primary2").unwrap();
+    let before = pair.ask_clone("migrate", &at).unwrap();
+    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    pair.set_primary(target);
+    let old = pair.former.last_mut().unwrap();
+    assert!(exited(old, 30).success());
+    assert!(old.log.text().contains("this VM stops here"));
+    w.write(300).unwrap();
+    let backup = pair.backup().log.text();
+    assert!(backup.contains("the primary moved to"), "{backup}");
+    let s = Pair::status(&pair.primary).unwrap();
+    assert_eq!((s.role.as_str(), s.generation), ("primary", 2));
+    // The backup checked the moved primary's starting state hash against its own replay,
+    // and every checkpoint since: a failover to it keeps every write.
+    ft_load::kill_primary(&mut pair, &mut w, 300)
+        .unwrap_or_else(|e| panic!("{e:#}\nbackup:\n{}", pair.primary.log.text()));
+    w.check().unwrap();
+    let log = pair.primary.log.text();
+    assert!(log.contains("live as generation 3"), "{log}");
+    assert!(!log.contains("diverge"), "{log}");
 }

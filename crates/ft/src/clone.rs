@@ -425,6 +425,17 @@ fn read_acks(mut s: TcpStream, shared: &Shared, timeout: Duration) -> io::Result
                     "unexpected {other:?} during the clone"
                 )));
             }
+            Err(WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(io::Error::other(format!(
+                    "no answer for {} ms",
+                    timeout.as_millis()
+                )));
+            }
             Err(e) => return Err(io::Error::other(e.to_string())),
         }
     }
