@@ -44,14 +44,25 @@ struct Run {
     sets_during: f64,
 }
 
-/// Writes `mib` MiB of 64 KiB values, pipelined.
+/// Writes `mib` MiB of 64 KiB values, pipelined. The values are pseudo-random hex, so the
+/// clone's compression cannot make them vanish (hex compresses about 2:1, like real data).
 fn fill(port: u16, mib: u64) -> Result<()> {
     let mut r = Redis::connect(port, Duration::from_secs(30))?;
-    let value = "v".repeat(64 << 10);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut value = || {
+        (0..(64 << 10) / 16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{x:016x}")
+            })
+            .collect::<String>()
+    };
     let n = mib * 16;
     for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
         for i in chunk {
-            r.send(&["SET", &format!("fill:{i}"), &value])?;
+            r.send(&["SET", &format!("fill:{i}"), &value()])?;
         }
         for _ in chunk {
             let reply = r.reply()?;

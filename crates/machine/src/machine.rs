@@ -78,6 +78,12 @@ impl Machine {
 
     /// A bare-metal ELF (ISA tests) started in M-mode at its entry point with `a0` = hart id and
     /// `a1` = device tree address, like QEMU's `-bios none -kernel test.elf`.
+    /// A machine with zeroed RAM and the hart at reset, running nothing (tests and tools).
+    pub fn blank(ram_size: u64) -> Result<Machine, BootError> {
+        boot::check_ram_size(ram_size)?;
+        Ok(Machine::empty(ram_size))
+    }
+
     pub fn bare_metal(elf: &[u8], ram_size: u64) -> Result<Machine, BootError> {
         let mut m = Machine::empty(ram_size);
         boot::load_bare_metal(elf, &mut m.ram, &mut m.hart)?;
