@@ -102,17 +102,14 @@ pub(crate) struct Op {
     pub insn: u32,
     /// The original bits (16-bit for compressed) for illegal-instruction reports.
     pub raw: u32,
-    /// What the block loop must check after this op ([`MAY_EVENT`], [`COND_BRANCH`]); zero for
-    /// most ops, which then cost one test.
-    pub checks: u8,
 }
 
-/// The op may set a run-loop event (MMIO, a store to code, anything the general executor
-/// runs): the block loop checks for one after it, and after no other op.
-pub(crate) const MAY_EVENT: u8 = 1;
-/// A conditional branch: blocks run on past it, and the loop leaves the block when it is
-/// taken. Half of a kernel's branches fall through, so this halves the block lookups.
-pub(crate) const COND_BRANCH: u8 = 2;
+/// Set in the pc an op returns when the block must end after it: a taken conditional branch
+/// (blocks run on past branches that fall through: half of a kernel's do, which halves the
+/// block lookups), or an op that raised a run-loop event (MMIO, a store to code, anything the
+/// general executor runs). A pc is always even, so the bit is free, and the block loop pays
+/// one test per op for both.
+pub(crate) const LEAVE: u64 = 1;
 
 impl Op {
     /// Whether the block must end after this op.
@@ -259,16 +256,6 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
         imm,
         insn,
         raw,
-        checks: if matches!(
-            kind,
-            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | Other
-        ) {
-            MAY_EVENT
-        } else if matches!(kind, Beq | Bne | Blt | Bge | Bltu | Bgeu) {
-            COND_BRANCH
-        } else {
-            0
-        },
     }
 }
 
@@ -437,35 +424,67 @@ impl Hart {
                 self.set_reg(op.rd, next);
                 return Ok(target);
             }
-            Beq => return Ok(if a == b { pc.wrapping_add(imm) } else { next }),
-            Bne => return Ok(if a != b { pc.wrapping_add(imm) } else { next }),
+            Beq => {
+                return Ok(if a == b {
+                    pc.wrapping_add(imm) | LEAVE
+                } else {
+                    next
+                });
+            }
+            Bne => {
+                return Ok(if a != b {
+                    pc.wrapping_add(imm) | LEAVE
+                } else {
+                    next
+                });
+            }
             Blt => {
                 return Ok(if (a as i64) < (b as i64) {
-                    pc.wrapping_add(imm)
+                    pc.wrapping_add(imm) | LEAVE
                 } else {
                     next
                 });
             }
             Bge => {
                 return Ok(if (a as i64) >= (b as i64) {
-                    pc.wrapping_add(imm)
+                    pc.wrapping_add(imm) | LEAVE
                 } else {
                     next
                 });
             }
-            Bltu => return Ok(if a < b { pc.wrapping_add(imm) } else { next }),
-            Bgeu => return Ok(if a >= b { pc.wrapping_add(imm) } else { next }),
-            Lb => self.load_in_block(ram, bus, a.wrapping_add(imm), 1, icount)? as i8 as i64 as u64,
+            Bltu => {
+                return Ok(if a < b {
+                    pc.wrapping_add(imm) | LEAVE
+                } else {
+                    next
+                });
+            }
+            Bgeu => {
+                return Ok(if a >= b {
+                    pc.wrapping_add(imm) | LEAVE
+                } else {
+                    next
+                });
+            }
+            Lb => {
+                return self.load_op(op, ram, bus, a.wrapping_add(imm), 1, icount, next, |v| {
+                    v as i8 as i64 as u64
+                });
+            }
             Lh => {
-                self.load_in_block(ram, bus, a.wrapping_add(imm), 2, icount)? as i16 as i64 as u64
+                return self.load_op(op, ram, bus, a.wrapping_add(imm), 2, icount, next, |v| {
+                    v as i16 as i64 as u64
+                });
             }
             Lw => {
-                self.load_in_block(ram, bus, a.wrapping_add(imm), 4, icount)? as i32 as i64 as u64
+                return self.load_op(op, ram, bus, a.wrapping_add(imm), 4, icount, next, |v| {
+                    v as i32 as i64 as u64
+                });
             }
-            Ld => self.load_in_block(ram, bus, a.wrapping_add(imm), 8, icount)?,
-            Lbu => self.load_in_block(ram, bus, a.wrapping_add(imm), 1, icount)?,
-            Lhu => self.load_in_block(ram, bus, a.wrapping_add(imm), 2, icount)?,
-            Lwu => self.load_in_block(ram, bus, a.wrapping_add(imm), 4, icount)?,
+            Ld => return self.load_op(op, ram, bus, a.wrapping_add(imm), 8, icount, next, |v| v),
+            Lbu => return self.load_op(op, ram, bus, a.wrapping_add(imm), 1, icount, next, |v| v),
+            Lhu => return self.load_op(op, ram, bus, a.wrapping_add(imm), 2, icount, next, |v| v),
+            Lwu => return self.load_op(op, ram, bus, a.wrapping_add(imm), 4, icount, next, |v| v),
             Sb => return self.store_in_block(ram, bus, a.wrapping_add(imm), 1, b, icount, next),
             Sh => return self.store_in_block(ram, bus, a.wrapping_add(imm), 2, b, icount, next),
             Sw => return self.store_in_block(ram, bus, a.wrapping_add(imm), 4, b, icount, next),
@@ -525,7 +544,10 @@ impl Hart {
             Sllw => ((a as u32) << (b & 31)) as i32 as i64 as u64,
             Srlw => ((a as u32) >> (b & 31)) as i32 as i64 as u64,
             Sraw => ((a as i32) >> (b & 31)) as i64 as u64,
-            Other => return self.exec_other(op, pc, icount, ram, bus),
+            Other => {
+                let next = self.exec_other(op, pc, icount, ram, bus)?;
+                return Ok(next | (self.event != 0) as u64);
+            }
         };
         self.set_reg(op.rd, v);
         Ok(next)
@@ -555,22 +577,30 @@ impl Hart {
         })
     }
 
-    /// A load inside a block: a TLB hit reads RAM directly; anything else (a miss, a device, a
-    /// fault) first makes the instruction count exact, since a device read samples the timer.
+    /// A load inside a block into `op.rd`, extended by `ext`: a TLB hit reads RAM directly;
+    /// anything else (a miss, a device, a fault) first makes the instruction count exact, since
+    /// a device read samples the timer, and leaves the block if the access raised an event.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn load_in_block<B: Bus>(
+    fn load_op<B: Bus>(
         &mut self,
+        op: &Op,
         ram: &mut Ram,
         bus: &mut B,
         vaddr: u64,
         size: u8,
         icount: u64,
+        next: u64,
+        ext: impl Fn(u64) -> u64,
     ) -> Result<u64, Trap> {
         if let Some(off) = self.tlb_hit(crate::mmu::Access::Load, vaddr, size) {
-            return Ok(ram.load_at(off, size));
+            self.set_reg(op.rd, ext(ram.load_at(off, size)));
+            return Ok(next);
         }
         self.s.icount = icount;
-        self.load(ram, bus, vaddr, size)
+        let v = self.load(ram, bus, vaddr, size)?;
+        self.set_reg(op.rd, ext(v));
+        Ok(next | (self.event != 0) as u64)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -588,12 +618,13 @@ impl Hart {
         if let Some(off) = self.tlb_hit(crate::mmu::Access::Store, vaddr, size) {
             if ram.store_at(off, size, value) {
                 self.event |= crate::hart::event::CODE;
+                return Ok(next | LEAVE);
             }
             return Ok(next);
         }
         self.s.icount = icount;
         self.store(ram, bus, vaddr, size, value)?;
-        Ok(next)
+        Ok(next | (self.event != 0) as u64)
     }
 
     /// Writes a register. Block ops never have rd = 0 (decode turns those into `Nop`, `J`,

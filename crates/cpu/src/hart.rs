@@ -309,11 +309,20 @@ impl Hart {
         // exits below write them back where they can be observed.
         let base = self.s.icount;
         let mut pc = self.s.pc;
-        let mut icount = base;
-        for op in block {
-            let fall_through = pc.wrapping_add(op.len as u64);
+        // The instruction count is `base` plus the op's index: one counter for both, so no
+        // second one is carried (and spilled) through every op.
+        let mut i = 0;
+        while i < block.len() {
+            let op = &block[i];
+            let icount = base + i as u64;
             match self.exec_op(op, pc, icount, ram, bus) {
-                Ok(next) => pc = next,
+                Ok(next) => {
+                    i += 1;
+                    pc = next & !crate::block::LEAVE;
+                    if next & crate::block::LEAVE != 0 {
+                        break;
+                    }
+                }
                 Err(t) => {
                     self.s.pc = pc;
                     self.s.icount = icount;
@@ -322,16 +331,9 @@ impl Hart {
                     return;
                 }
             }
-            icount += 1;
-            if op.checks != 0
-                && ((op.checks == crate::block::MAY_EVENT && self.event != 0)
-                    || (op.checks == crate::block::COND_BRANCH && pc != fall_through))
-            {
-                break;
-            }
         }
         self.s.pc = pc;
-        self.s.icount = icount;
+        self.s.icount = base + i as u64;
         if ram.code_was_written() {
             self.event |= event::CODE;
         }
