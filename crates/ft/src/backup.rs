@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::Timing;
 use crate::control::Control;
-use crate::wire::{ToBackup, ToPrimary, WireError};
+use crate::wire::{Hello, ToBackup, ToPrimary, WireError};
 
 /// Log held in memory beyond what the replayer has taken: past this the reader stops reading,
 /// so TCP pushes back and the primary's outbox fills and stalls it, as the paper's primary
@@ -68,37 +68,12 @@ pub struct BackupLink {
     pub replayed: Arc<AtomicU64>,
 }
 
-/// What the primary's first message says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
-    pub generation: u64,
-    /// RAM of the live clone that comes first (0: none, the log header names the start).
-    pub clone_ram: u64,
-    /// The clone becomes the primary (see `ToBackup::Hello`).
-    pub takeover: bool,
-    /// With `takeover`: the old primary's backup reconnects to the new one.
-    pub backup_follows: bool,
-    pub lock: String,
-}
-
 /// Reads the primary's hello (failure detection's timeout applies from here on).
 pub fn read_hello(stream: &TcpStream, timing: Timing) -> Result<Hello, WireError> {
     stream.set_read_timeout(Some(timing.timeout))?;
     let mut r = stream;
     match ToBackup::read(&mut r)? {
-        ToBackup::Hello {
-            generation,
-            clone_ram,
-            takeover,
-            backup_follows,
-            lock,
-        } => Ok(Hello {
-            generation,
-            clone_ram,
-            takeover,
-            backup_follows,
-            lock,
-        }),
+        ToBackup::Hello(hello) => Ok(hello),
         other => Err(WireError::Bad(format!(
             "expected a hello, got message {:?}",
             std::mem::discriminant(&other)
@@ -239,7 +214,7 @@ fn reader(
                 inbox.close("the primary retired this backup (a new one replaced it)".into());
                 break;
             }
-            Ok(ToBackup::Hello { .. } | ToBackup::Pages(_) | ToBackup::State(_)) => {
+            Ok(ToBackup::Hello(_) | ToBackup::Pages(_) | ToBackup::State(_)) => {
                 inbox.close("a hello or clone data in the middle of the log".into());
                 break;
             }
@@ -367,13 +342,13 @@ mod tests {
         let at = l.local_addr().unwrap();
         let primary = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            ToBackup::Hello {
+            ToBackup::Hello(Hello {
                 generation: 1,
                 clone_ram: 0,
                 takeover: false,
                 backup_follows: false,
                 lock: "vm".into(),
-            }
+            })
             .write(&mut s)
             .unwrap();
             for _ in 0..64 {

@@ -65,6 +65,19 @@ pub struct CloneProgress {
     pub dirty_left: usize,
 }
 
+impl CloneProgress {
+    /// "N rounds, P pages copied (M MiB compressed), paused X ms", for event lines.
+    pub fn summary(&self, paused: Duration) -> String {
+        format!(
+            "{} rounds, {} pages copied ({:.1} MiB compressed), paused {:.1} ms",
+            self.round + 1,
+            self.pages_copied,
+            self.bytes_sent as f64 / (1 << 20) as f64,
+            paused.as_secs_f64() * 1e3
+        )
+    }
+}
+
 struct Shared {
     error: Mutex<Option<String>>,
     acked: AtomicU64,
@@ -155,13 +168,13 @@ impl CloneJob {
             done: AtomicBool::new(false),
         });
         let stream = Arc::new(Mutex::new(None));
-        let hello = ToBackup::Hello {
+        let hello = ToBackup::Hello(crate::wire::Hello {
             generation,
             clone_ram: ram_size,
             takeover: takeover.is_some(),
             backup_follows: takeover == Some(true),
             lock: lock.to_string(),
-        };
+        });
         let (s1, st1, to) = (shared.clone(), stream.clone(), target.to_string());
         let sender = std::thread::Builder::new()
             .name("clone-sender".into())

@@ -23,7 +23,7 @@ mod wire;
 
 use std::time::Duration;
 
-pub use backup::{BackupLink, Hello, InboxReader, read_hello};
+pub use backup::{BackupLink, InboxReader, read_hello};
 pub use channel::{
     ChannelError, accept_backup, bind_primary, connect_to_backup, connect_to_primary,
 };
@@ -31,7 +31,7 @@ pub use control::{Alone, Control, Status};
 pub use primary::{FtPrimary, PrimaryConfig};
 pub use tiebreak::{LockFile, Outcome, TieBreaker};
 pub use vm::FtVm;
-pub use wire::{ToBackup, ToPrimary, WireError, fuzz_wire};
+pub use wire::{Hello, ToBackup, ToPrimary, WireError, fuzz_wire};
 
 /// Failure detection's clock.
 #[derive(Debug, Clone, Copy)]

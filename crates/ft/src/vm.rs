@@ -210,13 +210,10 @@ impl FtVm {
         match delivered {
             Ok((progress, paused)) => {
                 eprintln!(
-                    "ftvm primary: {} moved to {target} at instruction {icount}: {} rounds, {} \
-                     pages copied ({:.1} MiB compressed), paused {:.1} ms; this VM stops here",
+                    "ftvm primary: {} moved to {target} at instruction {icount}: {}; this VM \
+                     stops here",
                     stamp(),
-                    progress.round + 1,
-                    progress.pages_copied,
-                    progress.bytes_sent as f64 / (1 << 20) as f64,
-                    paused.as_secs_f64() * 1e3
+                    progress.summary(paused)
                 );
                 self.control.update(|s| {
                     s.role = format!("moved to {target}");
@@ -299,13 +296,9 @@ impl FtVm {
                 self.pair = Some(p);
                 eprintln!(
                     "ftvm primary: {} new backup at {target} in lockstep from instruction \
-                     {icount} as generation {g}: {} rounds, {} pages copied ({:.1} MiB \
-                     compressed), paused {:.1} ms",
+                     {icount} as generation {g}: {}",
                     stamp(),
-                    progress.round + 1,
-                    progress.pages_copied,
-                    progress.bytes_sent as f64 / (1 << 20) as f64,
-                    paused.as_secs_f64() * 1e3
+                    progress.summary(paused)
                 );
                 self.control.update(|s| {
                     s.role = "primary".into();

@@ -28,21 +28,25 @@ const MOVED_TO: u8 = 11;
 /// The channel's protocol version, first in the hello: both ends must speak the same.
 pub const PROTOCOL: u32 = 2;
 
+/// The primary's first message: the pair's FT generation, the name of its lock record in the
+/// shared storage (see `tiebreak`), and whether a live clone comes first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub generation: u64,
+    /// RAM of the live clone that comes first (0: none, the log header names the start).
+    pub clone_ram: u64,
+    /// The clone becomes the primary (a migration of the primary).
+    pub takeover: bool,
+    /// With `takeover`: the moving primary's backup will reconnect to the new primary.
+    pub backup_follows: bool,
+    pub lock: String,
+}
+
 /// Primary to backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToBackup {
-    /// First message: the pair's FT generation, the name of its lock record in the shared
-    /// storage (see `tiebreak`), and whether a live clone comes first: `clone_ram` bytes of RAM
-    /// (0: the backup starts from what the log header names).
-    Hello {
-        generation: u64,
-        clone_ram: u64,
-        /// The clone becomes the primary (a migration of the primary).
-        takeover: bool,
-        /// With `takeover`: the moving primary's backup will reconnect to the new primary.
-        backup_follows: bool,
-        lock: String,
-    },
+    /// First message (see [`Hello`]).
+    Hello(Hello),
     /// A live clone's page records, zstd-compressed (see `ftvm_machine::transfer`).
     Pages(Vec<u8>),
     /// A live clone's last piece: CPU and device state. The log follows.
@@ -128,13 +132,13 @@ fn u64_at(p: &[u8], i: usize) -> Result<u64, WireError> {
 impl ToBackup {
     pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
         match self {
-            ToBackup::Hello {
+            ToBackup::Hello(Hello {
                 generation,
                 clone_ram,
                 takeover,
                 backup_follows,
                 lock,
-            } => {
+            }) => {
                 let mut p = PROTOCOL.to_le_bytes().to_vec();
                 p.extend_from_slice(&generation.to_le_bytes());
                 p.extend_from_slice(&clone_ram.to_le_bytes());
@@ -175,13 +179,13 @@ impl ToBackup {
                 if lock.is_empty() || lock.contains('/') || lock.starts_with('.') {
                     return Err(WireError::Bad(format!("lock name {lock:?}")));
                 }
-                Ok(ToBackup::Hello {
+                Ok(ToBackup::Hello(Hello {
                     generation,
                     clone_ram,
                     takeover,
                     backup_follows,
                     lock,
-                })
+                }))
             }
             PAGES => Ok(ToBackup::Pages(p)),
             STATE => Ok(ToBackup::State(p)),
@@ -249,13 +253,13 @@ mod tests {
     fn messages_round_trip() {
         let mut buf = Vec::new();
         let msgs = [
-            ToBackup::Hello {
+            ToBackup::Hello(Hello {
                 generation: 7,
                 clone_ram: 256 << 20,
                 takeover: true,
                 backup_follows: true,
                 lock: "redis.img".into(),
-            },
+            }),
             ToBackup::Pages(vec![3; 100]),
             ToBackup::State(vec![4; 10]),
             ToBackup::Log(vec![1; 1000]),
