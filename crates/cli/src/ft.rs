@@ -431,7 +431,10 @@ fn take_over(
              the backup to reconnect",
             ftvm_ft::stamp()
         );
-        match accept_within(&listener, Duration::from_secs(5)) {
+        let reconnected = accept_within(&listener, Duration::from_secs(5));
+        // A backup that comes later finds nobody: it then loses the test-and-set below.
+        drop(listener);
+        match reconnected {
             Some(stream) => {
                 let header = ftvm_log::LogHeader {
                     start: ftvm_log::StartState::Transferred { icount },
@@ -849,6 +852,9 @@ pub fn ctl(args: CtlArgs) -> Result<i32> {
                 s.throttle_pct,
                 s.peer
             );
+            if !s.clone.is_empty() {
+                println!("{:<30} clone {}", "", s.clone);
+            }
         } else if reply != "ok" {
             eprintln!("ftvm ctl: {}: {reply}", path.display());
             failed = true;

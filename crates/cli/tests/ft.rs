@@ -506,14 +506,17 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
 #[test]
 fn two_failovers_in_a_row_with_a_new_backup_between() {
     let _one = serial();
-    let mut pair = start(&spec_ready("two-failovers"));
+    // The backup knows a spare host: once it is live it clones itself there by itself.
+    let mut spec = spec_ready("two-failovers");
+    let spare_at = format!("127.0.0.1:{}", free_port());
+    spec.backup_args = vec!["--spare".into(), spare_at.clone()];
+    let mut pair = start(&spec);
+    let (spare, _) = pair.start_spare_at("spare", &spare_at).unwrap();
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(200).unwrap();
     ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
     assert!(pair.primary.log.text().contains("live as generation 2"));
-    let (spare, at) = pair.start_spare("spare").unwrap();
-    let before = pair.ask_clone("add-backup", &at).unwrap();
-    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+    pair.wait_clone(0, &spare_at, Duration::from_secs(120), || w.write(10))
         .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     pair.set_backup(spare);
     let s = Pair::status(&pair.primary).unwrap();
