@@ -6,10 +6,15 @@
 //! feeds `ftvm-replay`'s `Replayer`, which checks every output and checkpoint. Heartbeats and
 //! log/ack traffic detect failure; a [`TieBreaker`] test-and-set on shared storage decides who
 //! runs when the pair splits; [`announce`] moves the network to a backup that goes live.
+//! [`clone`] copies a running VM into a new backup (pre-copy rounds, then a short pause), and
+//! [`FtVm`] is a VM's observer for its whole life: alone, cloning, paired, alone again, so
+//! redundancy comes back after a failover and either side of a pair can move.
 //!
 //! Invariants: an output leaves the primary only after the backup holds the log up to it, or
 //! after the primary won the test-and-set; the loser of a test-and-set never shows another
-//! output; a peer's bytes are untrusted (bounded messages, errors not panics).
+//! output; a backup goes live only with a whole machine (a clone cut short is dropped); a
+//! replaced backup's generation is taken before it is retired; a peer's bytes are untrusted
+//! (bounded messages and batches, errors not panics).
 
 pub mod announce;
 mod backup;

@@ -11,7 +11,8 @@
 //! - [`Machine::run`] stops exactly at the requested instruction count, so inputs can be applied
 //!   at exactly the instruction they were recorded at.
 //! - [`Machine::state_hash`] covers every bit of architectural, device and memory state; a snapshot
-//!   restores a machine with the same hash that continues bit-identically.
+//!   restores a machine with the same hash that continues bit-identically, and so does a machine
+//!   assembled from a live clone's pieces ([`transfer`]: dirty pages in rounds, then the rest).
 
 mod boot;
 pub mod config;
