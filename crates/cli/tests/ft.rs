@@ -483,9 +483,20 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(200).unwrap();
     let (spare, at) = pair.start_spare("spare").unwrap();
-    let before = pair.ask_clone("add-backup", &at).unwrap();
+    // The operator's command, as a user types it.
+    let out = ftvm()
+        .args(["ctl", "add-backup", "--no-wait", "--to", &at, "--socket"])
+        .arg(&pair.primary.control)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("cloning into a new backup at {at}")),
+        "{}",
+        text(&out.stderr)
+    );
     let during = w.acked();
-    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
+    pair.wait_clone(0, &at, Duration::from_secs(120), || w.write(10))
         .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     assert!(
         w.acked() > during,
@@ -494,6 +505,19 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
     pair.set_backup(spare);
     let log = pair.primary.log.text();
     assert!(log.contains("in lockstep from instruction"), "{log}");
+    let out = ftvm()
+        .args(["ctl", "status", "--socket"])
+        .arg(&pair.primary.control)
+        .arg("--socket")
+        .arg(&pair.backup().control)
+        .output()
+        .unwrap();
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("primary ") && table.contains("backup "),
+        "{table}"
+    );
+    assert!(table.contains(&format!("clone to {at}: done")), "{table}");
     w.write(200).unwrap();
     ft_load::kill_primary(&mut pair, &mut w, 300)
         .unwrap_or_else(|e| panic!("{e:#}\nnew backup:\n{}", pair.primary.log.text()));
