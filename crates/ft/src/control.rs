@@ -59,6 +59,8 @@ pub struct Control {
     pub add_backup: Mutex<Option<String>>,
     /// `migrate HOST:PORT`: move this VM (the primary) to the host waiting there.
     pub migrate: Mutex<Option<String>>,
+    /// A clone is running: another `add-backup` or `migrate` is refused until it ends.
+    pub cloning: AtomicBool,
 }
 
 impl Control {
@@ -141,6 +143,12 @@ fn answer(conn: UnixStream, control: &Control) -> std::io::Result<()> {
                 format!("error: this VM is a {role}; ask the primary")
             } else if target.is_empty() || target.contains(char::is_whitespace) {
                 format!("error: {verb} takes HOST:PORT")
+            } else if control.cloning.load(Ordering::Relaxed)
+                || control.add_backup.lock().is_ok_and(|a| a.is_some())
+                || control.migrate.lock().is_ok_and(|a| a.is_some())
+            {
+                "error: a clone is in progress (see `ftvm ctl status`); try again when it ends"
+                    .into()
             } else {
                 let (slot, what) = if verb == "migrate" {
                     (&control.migrate, "moving the primary")
@@ -224,6 +232,32 @@ mod tests {
         assert_eq!(request(&path, "poweroff").unwrap(), "ok");
         assert!(control.power_off_requested());
         assert!(request(&path, "reboot").unwrap().starts_with("error"));
+        // One clone at a time; only a primary clones.
+        assert!(
+            request(&path, "add-backup host:1")
+                .unwrap()
+                .starts_with("ok")
+        );
+        assert!(
+            request(&path, "migrate host:2")
+                .unwrap()
+                .contains("in progress")
+        );
+        assert_eq!(control.take_add_backup().as_deref(), Some("host:1"));
+        control.cloning.store(true, Ordering::Relaxed);
+        assert!(
+            request(&path, "add-backup host:3")
+                .unwrap()
+                .contains("in progress")
+        );
+        control.cloning.store(false, Ordering::Relaxed);
+        assert!(request(&path, "add-backup").unwrap().starts_with("error"));
+        control.update(|s| s.role = "backup".into());
+        assert!(
+            request(&path, "add-backup host:4")
+                .unwrap()
+                .starts_with("error")
+        );
         drop(guard);
         assert!(!path.exists());
     }

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ftvm_host::{Gate, Observer, RunEnd};
@@ -165,6 +166,7 @@ impl FtVm {
                 self.control
                     .update(|s| s.clone = format!("to {target}: starting"));
                 self.clone = Some(job);
+                self.control.cloning.store(true, Ordering::Relaxed);
             }
             Err(e) => self.clone_failed(&target, &e.to_string()),
         }
@@ -345,6 +347,7 @@ impl Observer for FtVm {
     fn end(&mut self, icount: u64, how: RunEnd) {
         self.ended = true;
         self.clone = None;
+        self.control.cloning.store(false, Ordering::Relaxed);
         if let Some(p) = &mut self.pair {
             p.end(icount, how)
         }
@@ -435,11 +438,13 @@ impl Observer for FtVm {
             Step::Failed(why) => {
                 let t = job.target.clone();
                 self.clone = None;
+                self.control.cloning.store(false, Ordering::Relaxed);
                 self.clone_failed(&t, &why);
             }
             Step::Ready if held > 0 => self.quiesce = true,
             Step::Ready => {
                 let job = self.clone.take().expect("checked");
+                self.control.cloning.store(false, Ordering::Relaxed);
                 if job.takeover.is_some() {
                     self.switch_primary(job, m);
                 } else {
