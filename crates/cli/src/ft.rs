@@ -247,7 +247,7 @@ pub struct BackupArgs {
     /// The switch the VM's NIC joins when the backup goes live (`switch:SOCKET`).
     #[arg(long)]
     net: Option<String>,
-    /// Serve the entropy device from this host when live (as the primary does by default).
+    /// Do not serve the guest's entropy device once live (give it if the primary had it).
     #[arg(long)]
     no_rng: bool,
     /// The NIC's MAC address (as the primary's).

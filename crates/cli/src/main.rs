@@ -61,13 +61,14 @@ enum Command {
     /// Manage the cached guest image.
     #[command(subcommand)]
     Image(image::ImageCommand),
-    /// Run a guest as an FT primary: its event log streams to a backup over TCP.
+    /// Run a guest as an FT primary: its event log streams to a backup over TCP (or it runs
+    /// alone until a backup is added by a live clone).
     Primary(ft::PrimaryArgs),
     /// Run an FT backup: replay the primary's log in lockstep as it arrives, checking every
-    /// output and checkpoint.
+    /// output and checkpoint (or, with --listen, wait as a spare for a live clone).
     Backup(ft::BackupArgs),
-    /// Talk to a running primary or backup: `status` or `poweroff` (both sides stop, no
-    /// failover).
+    /// Talk to a running primary or backup: `status`, `poweroff` (both sides stop, no
+    /// failover), `add-backup` (a live clone into a spare) or `migrate` (move the primary).
     Ctl(ft::CtlArgs),
     /// Failover after failover of the redis guest at seeded random moments and loads, every
     /// acknowledged write checked each time.
