@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # qemu-system-misc: the reference machine for the differential tests and benchmarks.
 # device-tree-compiler, e2fsprogs, xz-utils, cpio: image building and checks.
 # redis-tools: the host-side redis-cli and redis-benchmark the redis guest is tested with.
+# etcd-server: the FT tie-breaker's etcd backend (tests start private servers on free ports).
 packages=(cmake qemu-system-misc binutils-riscv64-linux-gnu gcc-riscv64-linux-gnu
           device-tree-compiler e2fsprogs xz-utils cpio ca-certificates debian-archive-keyring
-          redis-tools)
+          redis-tools etcd-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ftvm_ft::{BackupLink, Control, FtPrimary, FtVm, LockFile, Outcome, PrimaryConfig, Timing};
+use ftvm_ft::{
+    BackupLink, Control, Etcd, FtPrimary, FtVm, LockFile, Outcome, PrimaryConfig, TieBreaker,
+    Timing,
+};
 use ftvm_host::{ClockMode, IoBackends, RunEnd};
 use ftvm_log::{LogError, Reader};
 use ftvm_machine::Machine;
@@ -29,8 +32,12 @@ pub struct FtArgs {
     control: Option<PathBuf>,
     /// The shared storage directory holding the tie-breaker's lock records (default: the
     /// directory of the first --disk).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "etcd")]
     shared_dir: Option<PathBuf>,
+    /// Keep the tie-breaker's records in etcd (`HOST:PORT` of a client URL) instead of beside
+    /// the shared disk: for hosts that share no directory.
+    #[arg(long)]
+    etcd: Option<String>,
     /// Silence (no log, ack or heartbeat) after which the peer counts as failed, in ms.
     #[arg(long, default_value_t = 300)]
     timeout_ms: u64,
@@ -63,14 +70,18 @@ impl FtArgs {
         })
     }
 
-    /// The tie-breaker's directory and record name: beside the shared disk.
-    fn lock(&self, disks: &[PathBuf]) -> Result<(PathBuf, String)> {
-        let name = disks
+    /// The name of the VM's lock records: its shared disk's file name.
+    fn lock_name(disks: &[PathBuf]) -> String {
+        disks
             .first()
             .and_then(|d| d.file_name())
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "ftvm".into());
-        let dir = match (&self.shared_dir, disks.first()) {
+            .unwrap_or_else(|| "ftvm".into())
+    }
+
+    /// The directory of the lock records: beside the shared disk.
+    fn shared_dir(&self, disks: &[PathBuf]) -> Result<PathBuf> {
+        Ok(match (&self.shared_dir, disks.first()) {
             (Some(d), _) => d.clone(),
             (None, Some(disk)) => std::fs::canonicalize(disk)
                 .with_context(|| format!("cannot find the shared disk {}", disk.display()))?
@@ -78,11 +89,19 @@ impl FtArgs {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("/")),
             (None, None) => bail!(
-                "FT needs shared storage for its tie-breaker: give the shared --disk, or \
-                 --shared-dir DIR"
+                "FT needs shared storage for its tie-breaker: give the shared --disk, \
+                 --shared-dir DIR, or --etcd HOST:PORT"
             ),
-        };
-        Ok((dir, name))
+        })
+    }
+
+    /// The tie-breaker for the records named `name`: etcd if asked for, else lock files in the
+    /// shared directory.
+    fn tiebreaker(&self, disks: &[PathBuf], name: &str) -> Result<Arc<dyn TieBreaker>> {
+        Ok(match &self.etcd {
+            Some(addr) => Arc::new(Etcd::new(addr, name)),
+            None => Arc::new(LockFile::new(&self.shared_dir(disks)?, name)),
+        })
     }
 
     /// The protocol's settings for a VM of `generation` whose lock records are named `lock`.
@@ -150,11 +169,11 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
         );
     }
     let (machine, header, io) = crate::record::prepare(&args.guest, args.snapshot.as_deref())?;
-    let (dir, lock) = args.ft.lock(&args.guest.disk)?;
-    let tb = Arc::new(LockFile::new(&dir, &lock));
+    let lock = FtArgs::lock_name(&args.guest.disk);
+    let tb = args.ft.tiebreaker(&args.guest.disk, &lock)?;
     let generation = tb
         .next_generation()
-        .with_context(|| format!("cannot read the shared directory {}", dir.display()))?;
+        .with_context(|| format!("cannot read the tie-breaker's records ({})", tb.describe()))?;
     let cfg = args.ft.config(generation, lock, "primary")?;
     let control = Control::new("primary (waiting for a backup)", generation);
     let _socket = args.ft.serve_control(&control)?;
@@ -262,7 +281,10 @@ pub struct BackupArgs {
 
 pub fn backup(args: BackupArgs) -> Result<i32> {
     let timing = args.ft.timing()?;
-    let (dir, _) = args.ft.lock(&args.disk)?;
+    if args.ft.etcd.is_none() {
+        // A wrong shared directory fails now, not when the primary is lost.
+        args.ft.shared_dir(&args.disk)?;
+    }
     // The disks open now so a wrong path fails before the backup is needed, not at failover.
     let mut io = IoBackends::default();
     for (slot, path) in args.disk.iter().enumerate() {
@@ -283,7 +305,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
             let (listener, channel, hello, machine) = wait_for_clone(listen, timing, &control)?;
             if hello.takeover {
                 let machine = machine.context("a migration without the machine")?;
-                let tb = Arc::new(LockFile::new(&dir, &hello.lock));
+                let tb = args.ft.tiebreaker(&args.disk, &hello.lock)?;
                 return take_over(machine, io, &args, listener, &hello, tb, control);
             }
             (channel, hello, machine)
@@ -346,7 +368,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         break (link, replayed);
     };
     let generation = link.generation;
-    let tb = LockFile::new(&dir, &link.lock);
+    let tb = args.ft.tiebreaker(&args.disk, &link.lock)?;
     let icount = replayed.machine.icount();
     let (why, when) = link
         .lost()
@@ -374,9 +396,9 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     eprintln!(
         "ftvm backup: {} test-and-set of generation {generation} on {}",
         ftvm_ft::stamp(),
-        ftvm_ft::TieBreaker::describe(&tb)
+        tb.describe()
     );
-    let outcome = ftvm_ft::tiebreak::decide(&tb, generation, &who("backup"), |e| {
+    let outcome = ftvm_ft::tiebreak::decide(&*tb, generation, &who("backup"), |e| {
         eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
     });
     if let Outcome::Lost { winner } = outcome {
@@ -391,7 +413,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     let cfg = args
         .ft
         .config(generation + 1, link.lock.clone(), "primary (was backup)")?;
-    let vm = FtVm::alone(cfg, Arc::new(tb), control, args.ft.spares.clone());
+    let vm = FtVm::alone(cfg, tb, control, args.ft.spares.clone());
     go_live(
         replayed.machine,
         io,
@@ -411,7 +433,7 @@ fn take_over(
     args: &BackupArgs,
     listener: std::net::TcpListener,
     hello: &ftvm_ft::Hello,
-    tb: Arc<LockFile>,
+    tb: Arc<dyn TieBreaker>,
     control: Arc<Control>,
 ) -> Result<i32> {
     let g = hello.generation;

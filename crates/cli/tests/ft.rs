@@ -638,3 +638,26 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     assert!(log.contains("live as generation 3"), "{log}");
     assert!(!log.contains("diverge"), "{log}");
 }
+
+#[test]
+fn etcd_as_the_tie_breaker_decides_a_failover() {
+    let _one = serial();
+    let etcd = ftvm_ft::PrivateEtcd::start().unwrap();
+    let mut spec = spec_ready("etcd");
+    spec.ft_args.extend(["--etcd".into(), etcd.addr.clone()]);
+    let mut pair = start(&spec);
+    let n = ft_load::failover_under_load(&mut pair, Load::Sets, Duration::from_millis(500), 200)
+        .unwrap_or_else(|e| panic!("{e:#}\nbackup:\n{}", pair.backup().log.text()));
+    let log = pair.backup().log.text();
+    assert!(
+        log.contains(&format!(
+            "test-and-set of generation 1 on etcd at {}",
+            etcd.addr
+        )),
+        "{log}"
+    );
+    assert!(log.contains("live as generation 2"), "{log}");
+    // The record is in etcd, not beside the disk.
+    assert!(!spec.dir.join("redis.img.ft-lock.1").exists());
+    eprintln!("etcd: {n} acknowledged writes kept");
+}

@@ -21,6 +21,7 @@ mod backup;
 mod channel;
 pub mod clone;
 pub mod control;
+mod etcd;
 mod primary;
 pub mod tiebreak;
 mod vm;
@@ -33,6 +34,7 @@ pub use channel::{
     ChannelError, accept_backup, bind_primary, connect_to_backup, connect_to_primary,
 };
 pub use control::{Alone, Control, Status};
+pub use etcd::{Etcd, PrivateEtcd};
 pub use primary::{FtPrimary, PrimaryConfig};
 pub use tiebreak::{LockFile, Outcome, TieBreaker};
 pub use vm::FtVm;

@@ -28,6 +28,9 @@ pub trait TieBreaker: Send + Sync {
     fn test_and_set(&self, generation: u64, who: &str) -> io::Result<Outcome>;
     /// Where the records live (for messages).
     fn describe(&self) -> String;
+    /// The first generation with no record: where a new pair starts, so that records left by
+    /// earlier pairs of the same VM never decide for this one.
+    fn next_generation(&self) -> io::Result<u64>;
 }
 
 /// The default backend: a lock record in the directory of the shared disk image, one per
@@ -52,9 +55,7 @@ impl LockFile {
         self.dir.join(format!("{}.ft-lock.{generation}", self.name))
     }
 
-    /// The first generation with no lock record: where a new pair starts, so that records
-    /// left by earlier pairs of the same disk never decide for this one.
-    pub fn next_generation(&self) -> io::Result<u64> {
+    fn next_free(&self) -> io::Result<u64> {
         let prefix = format!("{}.ft-lock.", self.name);
         let mut next = 1;
         for entry in std::fs::read_dir(&self.dir)? {
@@ -110,6 +111,10 @@ impl TieBreaker for LockFile {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn next_generation(&self) -> io::Result<u64> {
+        self.next_free()
     }
 
     fn describe(&self) -> String {
