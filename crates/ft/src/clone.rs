@@ -31,8 +31,12 @@ use crate::wire::{ToBackup, ToPrimary, WireError};
 
 /// Pages per message: 1 MiB before compression, well under the message limit.
 pub const BATCH_PAGES: usize = 256;
-/// Pages the VM's thread copies per slice at most: about a tenth of a millisecond of copying.
-const PAGES_PER_SLICE: usize = 128;
+/// The longest the VM's thread copies between two slices. A busy guest's slices come every
+/// fraction of a millisecond, so the share below is what bounds it there; an idle guest's come
+/// only when it wakes, and this lets each of them copy a good run of pages.
+const COPY_PER_SLICE: Duration = Duration::from_micros(500);
+/// Pages copied between two looks at the clock.
+const PAGES_PER_LOOK: usize = 32;
 /// The share of the VM thread's time a clone may take: the guest keeps most of its speed, and
 /// a 256 MiB guest is still copied in well under a second.
 const COPY_SHARE: f64 = 0.25;
@@ -262,7 +266,7 @@ impl CloneJob {
     }
 
     fn copy_some(&mut self, m: &mut Machine) -> Step {
-        let mut budget = PAGES_PER_SLICE;
+        let start = Instant::now();
         loop {
             if self.batch_pages == BATCH_PAGES {
                 match self.push() {
@@ -291,14 +295,13 @@ impl CloneJob {
                 self.cursor = 0;
                 return Step::Running;
             }
-            if budget == 0 {
+            if start.elapsed() >= COPY_PER_SLICE {
                 return Step::Running;
             }
-            let room = budget.min(BATCH_PAGES - self.batch_pages);
+            let room = PAGES_PER_LOOK.min(BATCH_PAGES - self.batch_pages);
             let n = m.take_transfer_pages(&mut self.cursor, room, &mut self.batch);
             self.batch_pages += n;
             self.progress.pages_copied += n as u64;
-            budget -= n;
         }
     }
 
