@@ -453,7 +453,7 @@ fn take_over(
              the backup to reconnect",
             ftvm_ft::stamp()
         );
-        let reconnected = accept_within(&listener, Duration::from_secs(5));
+        let reconnected = ftvm_ft::accept_within(&listener, Duration::from_secs(5));
         // A backup that comes later finds nobody: it then loses the test-and-set below.
         drop(listener);
         match reconnected {
@@ -492,23 +492,6 @@ fn take_over(
         }
     }
     go_live(machine, io, args, None, vm, &[])
-}
-
-/// The first connection within `patience`, if any.
-fn accept_within(l: &std::net::TcpListener, patience: Duration) -> Option<std::net::TcpStream> {
-    l.set_nonblocking(true).ok()?;
-    let deadline = Instant::now() + patience;
-    while Instant::now() < deadline {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).ok()?;
-                let _ = s.set_nodelay(true);
-                return Some(s);
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-    None
 }
 
 /// Where a replay left the backup.

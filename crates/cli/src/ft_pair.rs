@@ -173,6 +173,21 @@ fn spawn(exe: &Path, args: &[String], echo: bool, control: PathBuf, input: bool)
     })
 }
 
+/// The address `side` (called `who`) prints after `marker` once it listens.
+fn announced(side: &Side, marker: &str, who: &str, patience: Duration) -> Result<String> {
+    let addr = || {
+        side.log
+            .text()
+            .lines()
+            .find_map(|l| l.split(marker).nth(1))
+            .map(|a| a.trim().to_string())
+    };
+    wait_for(&format!("{who}'s listening"), patience, || {
+        addr().is_some() || side.log.text().contains("error")
+    })?;
+    addr().with_context(|| format!("{who} failed:\n{}", side.log.text()))
+}
+
 fn wait_for(what: &str, patience: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while !ready() {
@@ -272,47 +287,42 @@ impl Pair {
         if !spec.ft || !spec.initial_backup {
             return Ok(pair);
         }
-        let primary = &pair.primary;
-        let listen = || {
-            let log = primary.log.text();
-            log.lines()
-                .find_map(|l| l.split("waiting for a backup on ").nth(1))
-                .map(|a| a.trim().to_string())
-        };
-        wait_for("the primary's listening", Duration::from_secs(120), || {
-            listen().is_some() || primary.log.text().contains("error")
-        })?;
-        let Some(addr) = listen() else {
-            bail!("the primary failed:\n{}", primary.log.text());
-        };
+        let addr = announced(
+            &pair.primary,
+            "waiting for a backup on ",
+            "the primary",
+            Duration::from_secs(120),
+        )?;
         let addr = match &spec.via {
             Some(via) => via(&addr),
             None => addr,
         };
-        let mut backup_args: Vec<String> = [
+        let control = spec.dir.join("backup.ctl");
+        let mut backup_args = pair.backup_args("--connect", &addr, &control);
+        backup_args.extend(spec.backup_args.iter().cloned());
+        pair.backup = Some(spawn(&spec.exe, &backup_args, false, control, false)?);
+        Ok(pair)
+    }
+
+    /// `ftvm backup` for this pair's disk, switch and FT settings: `how` (`--connect` or
+    /// `--listen`) at `addr`, answering on `control`.
+    fn backup_args(&self, how: &str, addr: &str, control: &Path) -> Vec<String> {
+        let s = |p: &Path| p.display().to_string();
+        let mut args: Vec<String> = [
             "backup",
-            "--connect",
-            &addr,
+            how,
+            addr,
             "--disk",
-            &s(&disk),
+            &s(&self.disk),
             "--net",
-            &net,
+            &self.net,
             "--control",
-            &s(&spec.dir.join("backup.ctl")),
+            &s(control),
         ]
         .map(String::from)
         .to_vec();
-        backup_args.extend(spec.ft_args.iter().cloned());
-        backup_args.extend(spec.backup_args.iter().cloned());
-        let backup = spawn(
-            &spec.exe,
-            &backup_args,
-            false,
-            spec.dir.join("backup.ctl"),
-            false,
-        )?;
-        pair.backup = Some(backup);
-        Ok(pair)
+        args.extend(self.ft_args.iter().cloned());
+        args
     }
 
     /// Starts a host waiting for a live clone (`ftvm backup --listen`, the spare of the
@@ -323,39 +333,15 @@ impl Pair {
 
     /// [`Pair::start_spare`] listening at `listen`.
     pub fn start_spare_at(&self, name: &str, listen: &str) -> Result<(Side, String)> {
-        let s = |p: &Path| p.display().to_string();
         let control = self.dir.join(format!("{name}.ctl"));
-        let mut args: Vec<String> = [
-            "backup",
-            "--listen",
-            listen,
-            "--disk",
-            &s(&self.disk),
-            "--net",
-            &self.net,
-            "--control",
-            &s(&control),
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(self.ft_args.iter().cloned());
+        let args = self.backup_args("--listen", listen, &control);
         let side = spawn(&self.exe, &args, false, control, false)?;
-        let addr = || {
-            side.log
-                .text()
-                .lines()
-                .find_map(|l| {
-                    l.split("waiting for a primary to clone itself here, on ")
-                        .nth(1)
-                })
-                .map(|a| a.trim().to_string())
-        };
-        wait_for("the spare's listening", Duration::from_secs(30), || {
-            addr().is_some() || side.log.text().contains("error")
-        })?;
-        let Some(at) = addr() else {
-            bail!("the spare failed:\n{}", side.log.text());
-        };
+        let at = announced(
+            &side,
+            "waiting for a primary to clone itself here, on ",
+            "the spare",
+            Duration::from_secs(30),
+        )?;
         Ok((side, at))
     }
 
@@ -412,6 +398,27 @@ impl Pair {
                 CloneState::Running(_) => busy()?,
             }
         }
+    }
+
+    /// Starts a spare `name` and clones the primary into it (`verb`: `add-backup`, or
+    /// `migrate`), `busy` running meanwhile (a client's writes); the spare is then the pair's
+    /// backup (or, migrated, its primary).
+    pub fn clone_into_spare(
+        &mut self,
+        name: &str,
+        verb: &str,
+        patience: Duration,
+        busy: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let (spare, at) = self.start_spare(name)?;
+        let before = self.ask_clone(verb, &at)?;
+        self.wait_clone(before, &at, patience, busy)?;
+        if verb == "migrate" {
+            self.set_primary(spare);
+        } else {
+            self.set_backup(spare);
+        }
+        Ok(())
     }
 
     /// After a failover: the backup is the primary now, and the pair has no backup.

@@ -44,18 +44,8 @@ impl Rng {
     }
 }
 
-/// Clones the pair's primary into a new spare (`add-backup`, or `migrate`) while `w` writes.
-fn clone_into_spare(pair: &mut Pair, w: &mut Writer, verb: &str, name: &str) -> Result<()> {
-    let (spare, at) = pair.start_spare(name)?;
-    let before = pair.ask_clone(verb, &at)?;
-    pair.wait_clone(before, &at, Duration::from_secs(300), || w.write(10))?;
-    if verb == "migrate" {
-        pair.set_primary(spare);
-    } else {
-        pair.set_backup(spare);
-    }
-    Ok(())
-}
+/// How long a clone may take under the client's writes before the round fails.
+const CLONE_PATIENCE: Duration = Duration::from_secs(300);
 
 fn chain(args: &StressArgs, guest: ftvm_image::RedisGuest, rng: &mut Rng) -> Result<i32> {
     let dir = tempfile::Builder::new().prefix("ftvm-stress-").tempdir()?;
@@ -68,13 +58,17 @@ fn chain(args: &StressArgs, guest: ftvm_image::RedisGuest, rng: &mut Rng) -> Res
         w.write(50 + rng.below(300) as usize)?;
         let moved = match rng.below(3) {
             0 => {
-                clone_into_spare(&mut pair, &mut w, "add-backup", &format!("b{round}"))
-                    .with_context(step)?;
+                pair.clone_into_spare(&format!("b{round}"), "add-backup", CLONE_PATIENCE, || {
+                    w.write(10)
+                })
+                .with_context(step)?;
                 "moved the backup, "
             }
             1 => {
-                clone_into_spare(&mut pair, &mut w, "migrate", &format!("p{round}"))
-                    .with_context(step)?;
+                pair.clone_into_spare(&format!("p{round}"), "migrate", CLONE_PATIENCE, || {
+                    w.write(10)
+                })
+                .with_context(step)?;
                 "moved the primary, "
             }
             _ => "",
@@ -82,8 +76,10 @@ fn chain(args: &StressArgs, guest: ftvm_image::RedisGuest, rng: &mut Rng) -> Res
         w.write(rng.below(200) as usize)?;
         kill_primary(&mut pair, &mut w, 100)
             .with_context(|| format!("{}; backup:\n{}", step(), pair.primary.log.text()))?;
-        clone_into_spare(&mut pair, &mut w, "add-backup", &format!("s{round}"))
-            .with_context(step)?;
+        pair.clone_into_spare(&format!("s{round}"), "add-backup", CLONE_PATIENCE, || {
+            w.write(10)
+        })
+        .with_context(step)?;
         println!(
             "ftvm stress: round {round}/{}: {moved}failed over, cloned a new backup; {} writes \
              acknowledged so far",

@@ -463,11 +463,6 @@ fn a_backup_goes_live_when_its_primary_dies_mid_boot_and_finishes_the_boot() {
 
 // Restoring redundancy: live clones into new backups, moving either side of a pair.
 
-/// Waits until `side` exits; its status.
-fn exited(side: &mut ft_pair::Side, secs: u64) -> std::process::ExitStatus {
-    wait_exit(&mut side.child, secs)
-}
-
 fn stop_process(child: &Child, signal: i32) {
     // SAFETY: kill(2) on a child this test started and has not waited for.
     let r = unsafe { libc::kill(child.id() as i32, signal) };
@@ -588,11 +583,10 @@ fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
     w.write(100).unwrap();
     let s = Pair::status(&pair.primary).unwrap();
     assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 1));
-    let (spare, at) = pair.start_spare("spare").unwrap();
-    let before = pair.ask_clone("add-backup", &at).unwrap();
-    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
-        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
-    pair.set_backup(spare);
+    pair.clone_into_spare("spare", "add-backup", Duration::from_secs(120), || {
+        w.write(10)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
     w.check().unwrap();
     assert!(pair.primary.log.text().contains("live as generation 2"));
@@ -605,24 +599,22 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(200).unwrap();
     // Move the backup: the new one is cloned while the old one still protects the VM.
-    let (spare, at) = pair.start_spare("backup2").unwrap();
-    let before = pair.ask_clone("add-backup", &at).unwrap();
-    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
-        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
-    pair.set_backup(spare);
+    pair.clone_into_spare("backup2", "add-backup", Duration::from_secs(120), || {
+        w.write(10)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     let old = pair.former.last_mut().unwrap();
-    assert!(exited(old, 30).success());
+    assert!(wait_exit(&mut old.child, 30).success());
     assert!(old.log.text().contains("a new backup replaced this one"));
     assert_eq!(Pair::status(&pair.primary).unwrap().generation, 2);
     w.write(200).unwrap();
     // Move the primary: its backup replays to the switch and reconnects to the new host.
-    let (target, at) = pair.start_spare("primary2").unwrap();
-    let before = pair.ask_clone("migrate", &at).unwrap();
-    pair.wait_clone(before, &at, Duration::from_secs(120), || w.write(10))
-        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
-    pair.set_primary(target);
+    pair.clone_into_spare("primary2", "migrate", Duration::from_secs(120), || {
+        w.write(10)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     let old = pair.former.last_mut().unwrap();
-    assert!(exited(old, 30).success());
+    assert!(wait_exit(&mut old.child, 30).success());
     assert!(old.log.text().contains("this VM stops here"));
     w.write(300).unwrap();
     let backup = pair.backup().log.text();

@@ -32,6 +32,23 @@ pub fn accept_backup(l: &TcpListener) -> Result<TcpStream, ChannelError> {
     Ok(s)
 }
 
+/// The first connection within `patience`, if any (a backup reconnecting to a moved primary).
+pub fn accept_within(l: &TcpListener, patience: Duration) -> Option<TcpStream> {
+    l.set_nonblocking(true).ok()?;
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).ok()?;
+                tune(&s);
+                return Some(s);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    None
+}
+
 /// Connects to the primary, retrying until `patience` runs out (the primary may still be
 /// starting).
 pub fn connect_to_primary(addr: &str, patience: Duration) -> Result<TcpStream, ChannelError> {

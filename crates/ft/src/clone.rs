@@ -16,7 +16,7 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -88,7 +88,6 @@ struct Shared {
     sent: AtomicU64,
     /// Batches queued or being compressed and sent.
     in_flight: AtomicUsize,
-    done: AtomicBool,
 }
 
 impl Shared {
@@ -148,6 +147,8 @@ pub struct Handoff {
     pub acks: JoinHandle<io::Result<()>>,
     /// How long the machine stood still for the last piece.
     pub paused: Duration,
+    /// The state hash of the machine the receiver rebuilt: where the pair's log starts.
+    pub start_hash: u128,
     pub progress: CloneProgress,
 }
 
@@ -169,7 +170,6 @@ impl CloneJob {
             acked: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            done: AtomicBool::new(false),
         });
         let stream = Arc::new(Mutex::new(None));
         let hello = ToBackup::Hello(crate::wire::Hello {
@@ -224,13 +224,12 @@ impl CloneJob {
         let Some(tx) = &self.tx else {
             return Err("the clone is over".into());
         };
-        let batch = std::mem::replace(
-            &mut self.batch,
-            Vec::with_capacity(BATCH_PAGES * PAGE_RECORD),
-        );
+        let batch = std::mem::take(&mut self.batch);
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         match tx.try_send(Piece::Pages(batch)) {
             Ok(()) => {
+                // A fresh buffer only when the old one left: a full queue keeps it.
+                self.batch = Vec::with_capacity(BATCH_PAGES * PAGE_RECORD);
                 self.batch_pages = 0;
                 Ok(true)
             }
@@ -372,7 +371,8 @@ impl CloneJob {
                 }
             }
         }
-        if tx.send(Piece::State(m.transfer_state())).is_err() {
+        let (state, start_hash) = m.transfer_state();
+        if tx.send(Piece::State(state)).is_err() {
             return Err(fail(&self.shared));
         }
         let stream = self
@@ -382,12 +382,12 @@ impl CloneJob {
             .as_ref()
             .and_then(|s| s.try_clone().ok())
             .ok_or_else(|| "the channel is gone".to_string())?;
-        self.shared.done.store(true, Ordering::SeqCst);
         Ok(Handoff {
             stream,
             sender,
             acks,
             paused: t.elapsed(),
+            start_hash: start_hash.0,
             progress: self.progress(),
         })
     }

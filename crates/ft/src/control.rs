@@ -80,6 +80,14 @@ impl Control {
         }
     }
 
+    /// Where a VM without a backup stands: its instruction count and held outputs.
+    pub fn show_progress(&self, icount: u64, held: usize) {
+        self.update(|s| {
+            s.icount = icount;
+            s.held_outputs = held;
+        });
+    }
+
     pub fn power_off_requested(&self) -> bool {
         self.power_off.load(Ordering::Relaxed)
     }
@@ -201,10 +209,7 @@ impl ftvm_host::Observer for Alone {
     fn input(&mut self, _: u64, _: &ftvm_machine::InputEvent) {}
     fn effect(&mut self, _: &ftvm_machine::Effect) {}
     fn gate(&mut self, icount: u64, held: usize, _wait: Duration) -> ftvm_host::Gate {
-        self.control.update(|s| {
-            s.icount = icount;
-            s.held_outputs = held;
-        });
+        self.control.show_progress(icount, held);
         ftvm_host::Gate::Release(u64::MAX)
     }
     fn stop_requested(&self) -> bool {

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use backup::{BackupLink, InboxReader, read_hello};
 pub use channel::{
-    ChannelError, accept_backup, bind_primary, connect_to_backup, connect_to_primary,
+    ChannelError, accept_backup, accept_within, bind_primary, connect_to_backup, connect_to_primary,
 };
 pub use control::{Alone, Control, Status};
 pub use etcd::{Etcd, PrivateEtcd};

@@ -165,11 +165,17 @@ impl FtVm {
                 );
                 self.control
                     .update(|s| s.clone = format!("to {target}: starting"));
-                self.clone = Some(job);
-                self.control.cloning.store(true, Ordering::Relaxed);
+                self.set_clone(Some(job));
             }
             Err(e) => self.clone_failed(&target, &e.to_string()),
         }
+    }
+
+    /// Puts `job` in the clone slot (the control socket refuses another clone while it is
+    /// full); the job that was there.
+    fn set_clone(&mut self, job: Option<CloneJob>) -> Option<CloneJob> {
+        self.control.cloning.store(job.is_some(), Ordering::Relaxed);
+        std::mem::replace(&mut self.clone, job)
     }
 
     fn clone_failed(&mut self, target: &str, why: &str) {
@@ -193,8 +199,8 @@ impl FtVm {
         if job.generation != self.cfg.generation || job.takeover != Some(self.pair.is_some()) {
             return self.clone_failed(&target, "the pair changed during the migration; retry");
         }
-        if let Some(p) = &mut self.pair {
-            p.wait_acked(SWITCH_PATIENCE);
+        // Nothing is held here (see `tend`): the backup already holds everything shown.
+        if let Some(p) = &self.pair {
             p.send_moved_to(&target);
         }
         let icount = m.icount();
@@ -241,16 +247,9 @@ impl FtVm {
         if job.generation != expected {
             return self.clone_failed(&target, "the pair changed during the clone; retry");
         }
-        if let Some(mut old) = self.pair.take() {
-            // The old backup must hold everything the VM has shown (its outputs may then
-            // leave: the new backup starts from a state that includes them) and must never go
-            // live again: this side takes its generation.
-            if !old.wait_acked(SWITCH_PATIENCE) {
-                eprintln!(
-                    "ftvm primary: {} the old backup did not ack in time; switching anyway",
-                    stamp()
-                );
-            }
+        if let Some(old) = self.pair.take() {
+            // Nothing is held here (see `tend`), so the old backup holds everything the VM has
+            // shown; it must never go live again: this side takes its generation.
             match decide(&*self.tb, g, &self.cfg.who, |e| {
                 eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
             }) {
@@ -280,7 +279,7 @@ impl FtVm {
         };
         let header = LogHeader {
             start: StartState::Transferred { icount },
-            start_hash: m.state_hash().0,
+            start_hash: handoff.start_hash,
             paths: vec![],
         };
         let (paused, progress) = (handoff.paused, handoff.progress.clone());
@@ -346,8 +345,7 @@ impl Observer for FtVm {
 
     fn end(&mut self, icount: u64, how: RunEnd) {
         self.ended = true;
-        self.clone = None;
-        self.control.cloning.store(false, Ordering::Relaxed);
+        self.set_clone(None);
         if let Some(p) = &mut self.pair {
             p.end(icount, how)
         }
@@ -383,10 +381,7 @@ impl Observer for FtVm {
             return Gate::Release(u64::MAX);
         }
         let Some(p) = &mut self.pair else {
-            self.control.update(|s| {
-                s.icount = icount;
-                s.held_outputs = held;
-            });
+            self.control.show_progress(icount, held);
             return Gate::Release(u64::MAX);
         };
         match p.gate(icount, held, wait) {
@@ -436,15 +431,12 @@ impl Observer for FtVm {
                 });
             }
             Step::Failed(why) => {
-                let t = job.target.clone();
-                self.clone = None;
-                self.control.cloning.store(false, Ordering::Relaxed);
-                self.clone_failed(&t, &why);
+                let job = self.set_clone(None).expect("checked");
+                self.clone_failed(&job.target, &why);
             }
             Step::Ready if held > 0 => self.quiesce = true,
             Step::Ready => {
-                let job = self.clone.take().expect("checked");
-                self.control.cloning.store(false, Ordering::Relaxed);
+                let job = self.set_clone(None).expect("checked");
                 if job.takeover.is_some() {
                     self.switch_primary(job, m);
                 } else {

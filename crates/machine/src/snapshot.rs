@@ -49,7 +49,7 @@ pub(crate) struct Header {
     sbi_intercept: bool,
     hart: HartState,
     devices: Devices,
-    state_hash: StateHash,
+    pub(crate) state_hash: StateHash,
 }
 
 impl Machine {

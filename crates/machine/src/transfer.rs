@@ -11,6 +11,7 @@
 
 use ftvm_cpu::{DirtyConsumer, PAGE_SIZE};
 
+use crate::hash::StateHash;
 use crate::machine::Machine;
 use crate::snapshot::{Header, SnapshotError, corrupt};
 
@@ -65,9 +66,14 @@ impl Machine {
     }
 
     /// Everything but RAM (CPU, devices, the state hash that RAM and all must give): the last
-    /// piece of a live clone, taken with the machine paused.
-    pub fn transfer_state(&mut self) -> Vec<u8> {
-        postcard::to_stdvec(&self.header()).expect("machine state serialises")
+    /// piece of a live clone, taken with the machine paused; and that state hash.
+    pub fn transfer_state(&mut self) -> (Vec<u8>, StateHash) {
+        let header = self.header();
+        let hash = header.state_hash;
+        (
+            postcard::to_stdvec(&header).expect("machine state serialises"),
+            hash,
+        )
     }
 }
 
@@ -169,9 +175,9 @@ mod tests {
         m.ram.write(0x8010_0000, 4, 77).unwrap();
         assert_eq!(m.transfer_dirty_pages(), 2);
         assert_eq!(sweep(&mut m, &mut inc), 2);
-        let hash = m.state_hash();
-        let clone = inc.finish(&m.transfer_state()).unwrap();
-        let mut clone = clone;
+        let (state, hash) = m.transfer_state();
+        assert_eq!(hash, m.state_hash());
+        let mut clone = inc.finish(&state).unwrap();
         assert_eq!(clone.state_hash(), hash);
     }
 
@@ -183,7 +189,7 @@ mod tests {
         sweep(&mut m, &mut inc);
         m.ram.write(0x8000_0010, 8, 1).unwrap();
         // The last round is skipped: the clone must refuse to finish.
-        let err = inc.finish(&m.transfer_state()).err().expect("diverged");
+        let err = inc.finish(&m.transfer_state().0).err().expect("diverged");
         assert!(err.to_string().contains("state hash"), "{err}");
     }
 
