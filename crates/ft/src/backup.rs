@@ -39,6 +39,9 @@ struct InboxState {
 struct Inbox {
     st: Mutex<InboxState>,
     cv: Condvar,
+    /// The acker's own wake-up: only delayed acks (a test's) and the end need it, so the log's
+    /// arrivals, which wake the replayer, do not wake the acker too.
+    acker_cv: Condvar,
     limit: usize,
 }
 
@@ -53,6 +56,7 @@ impl Inbox {
             st.closed = Some((why, std::time::SystemTime::now()));
         }
         self.cv.notify_all();
+        self.acker_cv.notify_all();
     }
 }
 
@@ -112,6 +116,7 @@ impl BackupLink {
                 moved_to: None,
             }),
             cv: Condvar::new(),
+            acker_cv: Condvar::new(),
             limit,
         });
         let replayed = Arc::new(AtomicU64::new(0));
@@ -192,7 +197,9 @@ fn reader(
                     inbox.cv.notify_all();
                     st.received
                 };
-                if control.ack_delay_ms.load(Ordering::Relaxed) == 0 {
+                if control.ack_delay_ms.load(Ordering::Relaxed) != 0 {
+                    inbox.acker_cv.notify_all();
+                } else {
                     let ack = ToPrimary::Ack {
                         received,
                         replayed: replayed.load(Ordering::Relaxed),
@@ -260,7 +267,7 @@ fn acker(
                 wait = wait.min((t + delay).saturating_duration_since(Instant::now()));
             }
             let st = inbox
-                .cv
+                .acker_cv
                 .wait_timeout(st, wait.max(Duration::from_millis(1)))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;

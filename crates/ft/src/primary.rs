@@ -47,7 +47,11 @@ struct Outbox {
 
 struct Link {
     out: Mutex<Outbox>,
-    cv: Condvar,
+    /// Bytes to send (a flush, a full batch) or the end of the channel: what the sender waits
+    /// for.
+    to_send: Condvar,
+    /// Acks, room in the outbox, a lost or finished channel: what the VM's thread waits for.
+    progress: Condvar,
     capacity: usize,
     /// Written on every ack: the runner's wake-up (see `Observer::wake_fd`).
     wake: UnixDatagram,
@@ -75,7 +79,7 @@ impl Link {
             if o.buf.is_empty() {
                 o.flush = false;
             }
-            self.cv.notify_all();
+            self.progress.notify_all();
             chunk
         };
         if let Err(e) = ToBackup::Log(chunk).write(&mut *stream) {
@@ -89,7 +93,8 @@ impl Link {
         if o.lost.is_none() {
             o.lost = Some(why);
         }
-        self.cv.notify_all();
+        self.to_send.notify_all();
+        self.progress.notify_all();
         self.wake();
     }
 
@@ -116,8 +121,8 @@ impl Write for LinkWriter {
         {
             stalled_since.get_or_insert_with(Instant::now);
             o.flush = true;
-            link.cv.notify_all();
-            o = link.cv.wait(o).unwrap_or_else(|e| e.into_inner());
+            link.to_send.notify_all();
+            o = link.progress.wait(o).unwrap_or_else(|e| e.into_inner());
         }
         if let Some(t) = stalled_since {
             o.stalled += t.elapsed();
@@ -127,7 +132,7 @@ impl Write for LinkWriter {
         if !o.alone && o.lost.is_none() {
             o.buf.extend(bytes);
             if o.buf.len() >= EAGER {
-                link.cv.notify_all();
+                link.to_send.notify_all();
             }
         }
         Ok(bytes.len())
@@ -138,7 +143,7 @@ impl Write for LinkWriter {
         // delivery runs in the sender's context), and the caller is the VM's only thread.
         let mut o = self.0.lock();
         o.flush = true;
-        self.0.cv.notify_all();
+        self.0.to_send.notify_all();
         Ok(())
     }
 }
@@ -160,7 +165,7 @@ fn sender(link: Arc<Link>, heartbeat: Duration) {
                     break true;
                 }
                 o = link
-                    .cv
+                    .to_send
                     .wait_timeout(o, heartbeat - idle)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
@@ -189,7 +194,7 @@ fn receiver(link: Arc<Link>, mut stream: TcpStream, timeout: Duration) {
                 let more = received > o.acked;
                 o.acked = o.acked.max(received);
                 o.backup_icount = o.backup_icount.max(replayed);
-                link.cv.notify_all();
+                link.progress.notify_all();
                 drop(o);
                 if more {
                     link.wake();
@@ -197,7 +202,7 @@ fn receiver(link: Arc<Link>, mut stream: TcpStream, timeout: Duration) {
             }
             Ok(ToPrimary::PowerOff) => {
                 link.lock().power_off = true;
-                link.cv.notify_all();
+                link.progress.notify_all();
                 link.wake();
             }
             Ok(other @ (ToPrimary::CloneAck { .. } | ToPrimary::CloneDone)) => {
@@ -389,7 +394,8 @@ impl FtPrimary {
                 power_off: false,
                 stalled: Duration::ZERO,
             }),
-            cv: Condvar::new(),
+            to_send: Condvar::new(),
+            progress: Condvar::new(),
             capacity: cfg.buffer.max(MAX_MESSAGE),
             stream: Mutex::new(stream.try_clone()?),
             wake: wake_tx,
@@ -461,7 +467,7 @@ impl FtPrimary {
             }
             o = self
                 .link
-                .cv
+                .progress
                 .wait_timeout(o, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -486,7 +492,8 @@ impl FtPrimary {
             let mut o = self.link.lock();
             o.alone = true;
         }
-        self.link.cv.notify_all();
+        self.link.to_send.notify_all();
+        self.link.progress.notify_all();
         let mut stream = self.link.stream.lock().unwrap_or_else(|e| e.into_inner());
         let _ = ToBackup::Retire.write(&mut *stream);
         let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -517,7 +524,7 @@ impl FtPrimary {
             }
             o = self
                 .link
-                .cv
+                .progress
                 .wait_timeout(o, Duration::from_millis(50))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -603,7 +610,8 @@ impl FtPrimary {
             Outcome::Won => {
                 self.alone = true;
                 self.link.lock().alone = true;
-                self.link.cv.notify_all();
+                self.link.to_send.notify_all();
+                self.link.progress.notify_all();
                 self.control.update(|s| {
                     s.role = "primary (alone)".into();
                     s.generation = g + 1;
@@ -684,7 +692,7 @@ impl Observer for FtPrimary {
         if o.lost.is_none() && !wait.is_zero() && o.acked < self.ticket {
             o = self
                 .link
-                .cv
+                .progress
                 .wait_timeout(o, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;

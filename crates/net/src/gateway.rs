@@ -77,6 +77,13 @@ impl Device for Link {
     }
 }
 
+/// What the switch loop waits for on a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub read: bool,
+    pub write: bool,
+}
+
 /// One forwarded connection: a host socket and the gateway's connection to the guest.
 struct Conn {
     host: TcpStream,
@@ -154,13 +161,30 @@ impl GatewayStack {
             .collect()
     }
 
-    /// Descriptors whose readiness should wake the switch loop.
-    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.listeners
-            .iter()
-            .map(|(l, _)| l.as_fd())
-            .chain(self.conns.iter().map(|c| c.host.as_fd()))
-            .collect()
+    /// Descriptors (and what of them) whose readiness should wake the switch loop. A host
+    /// socket is watched for reading only while its guest connection can take bytes, and for
+    /// writing only while guest bytes wait for it: a readable socket the relay would not read
+    /// (a connection still opening, a full window) would otherwise wake the loop at once,
+    /// forever, and burn a core.
+    pub fn fds(&self) -> Vec<(BorrowedFd<'_>, Want)> {
+        let listeners = self.listeners.iter().map(|(l, _)| {
+            (
+                l.as_fd(),
+                Want {
+                    read: true,
+                    write: false,
+                },
+            )
+        });
+        let conns = self.conns.iter().map(|c| {
+            let sock = self.sockets.get::<tcp::Socket>(c.handle);
+            let want = Want {
+                read: !c.host_eof && sock.may_send() && sock.send_queue() < sock.send_capacity(),
+                write: sock.can_recv(),
+            };
+            (c.host.as_fd(), want)
+        });
+        listeners.chain(conns).collect()
     }
 
     /// How long the stack may sleep before it needs a poll (retransmission timers).

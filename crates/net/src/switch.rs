@@ -105,11 +105,17 @@ impl Switch {
                     .values()
                     .map(|link| PollFd::new(link.as_fd(), PollFlags::POLLIN)),
             );
+            // A socket wanted for nothing is left out: a hung-up one would wake poll at once.
+            let gateway = self.gateway.fds().into_iter();
             fds.extend(
-                self.gateway
-                    .fds()
-                    .into_iter()
-                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                gateway
+                    .filter(|(_, w)| w.read || w.write)
+                    .map(|(fd, want)| {
+                        let mut flags = PollFlags::empty();
+                        flags.set(PollFlags::POLLIN, want.read);
+                        flags.set(PollFlags::POLLOUT, want.write);
+                        PollFd::new(fd, flags)
+                    }),
             );
             let t = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
             let _ = poll(&mut fds, t);

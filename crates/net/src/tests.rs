@@ -285,6 +285,26 @@ fn a_forwarded_connection_survives_the_guest_moving_to_another_port() {
 }
 
 #[test]
+fn a_client_waiting_for_a_guest_that_does_not_answer_leaves_the_switch_asleep() {
+    // The client's bytes stay unread while the guest connection opens: the switch must not
+    // wake for them again and again (it once spun a core doing that while a VM was away).
+    let dir = tempfile::tempdir().unwrap();
+    let fwd: Forward = "tcp:127.0.0.1:0=10.0.2.15:7".parse().unwrap();
+    let (mut sw, _path) = switch(&dir, vec![fwd]);
+    let mut client = TcpStream::connect(sw.forward_addrs()[0]).unwrap();
+    client.write_all(b"PING\r\n").unwrap();
+    turns(&mut sw, 3);
+    assert_eq!(sw.connections(), 1);
+    let started = StdInstant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        sw.turn(Duration::from_millis(50));
+        n += 1;
+    }
+    assert!(n < 60, "{n} loop turns in half a second with nothing to do");
+}
+
+#[test]
 fn a_second_switch_on_the_same_socket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_sw, path) = switch(&dir, vec![]);
