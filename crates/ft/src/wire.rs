@@ -93,8 +93,10 @@ fn put(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
     let mut head = [0u8; 5];
     head[0] = kind;
     head[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    // One write for small messages: a heartbeat or ack is one segment, not two.
-    if payload.len() <= 64 {
+    // One write for all but big messages: a heartbeat, an ack or the log for one held output
+    // goes out as one segment, not two (two would wake the reader twice). A copy of a few KiB
+    // costs less than a segment.
+    if payload.len() <= 16 << 10 {
         let mut m = head.to_vec();
         m.extend_from_slice(payload);
         w.write_all(&m)
