@@ -196,12 +196,26 @@ impl GatewayStack {
         }
     }
 
-    /// Runs the stack and the relays; returns the frames to send into the switch.
-    pub fn poll(&mut self) -> Vec<Vec<u8>> {
+    /// How many entries [`GatewayStack::fds`] returns.
+    pub fn fd_count(&self) -> usize {
+        self.listeners.len() + self.conns.len()
+    }
+
+    /// Runs the stack and the relays; returns the frames to send into the switch. `ready`
+    /// says, in the order of [`GatewayStack::fds`], which descriptors poll found ready: only
+    /// those are read (a connection accepted since counts as ready).
+    pub fn poll(&mut self, ready: &[bool]) -> Vec<Vec<u8>> {
         let now = self.now();
         self.iface.poll(now, &mut self.link, &mut self.sockets);
-        self.accept();
-        self.relay();
+        let n = self.listeners.len();
+        let is_ready = |i: usize| ready.get(i).copied().unwrap_or(true);
+        let conns_ready: Vec<bool> = (0..self.conns.len()).map(|j| is_ready(n + j)).collect();
+        for i in 0..n {
+            if is_ready(i) {
+                self.accept_on(i);
+            }
+        }
+        self.relay(&conns_ready);
         let now = self.now();
         self.iface.poll(now, &mut self.link, &mut self.sockets);
         self.link.tx.drain(..).collect()
@@ -221,50 +235,50 @@ impl GatewayStack {
         }
     }
 
-    fn accept(&mut self) {
-        for i in 0..self.listeners.len() {
-            while let Ok((host, _)) = self.listeners[i].0.accept() {
-                let guest = self.listeners[i].1.guest;
-                if host.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                let _ = host.set_nodelay(true);
-                let mut sock = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                );
-                sock.set_nagle_enabled(false);
-                let local_port = self.free_port();
-                let remote = IpEndpoint::new(IpAddress::Ipv4(*guest.ip()), guest.port());
-                if sock
-                    .connect(self.iface.context(), remote, local_port)
-                    .is_err()
-                {
-                    continue;
-                }
-                let handle = self.sockets.add(sock);
-                self.accepted += 1;
-                self.conns.push(Conn {
-                    host,
-                    handle,
-                    local_port,
-                    host_eof: false,
-                    host_shut: false,
-                    established: false,
-                });
+    fn accept_on(&mut self, i: usize) {
+        while let Ok((host, _)) = self.listeners[i].0.accept() {
+            let guest = self.listeners[i].1.guest;
+            if host.set_nonblocking(true).is_err() {
+                continue;
             }
+            let _ = host.set_nodelay(true);
+            let mut sock = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            );
+            sock.set_nagle_enabled(false);
+            let local_port = self.free_port();
+            let remote = IpEndpoint::new(IpAddress::Ipv4(*guest.ip()), guest.port());
+            if sock
+                .connect(self.iface.context(), remote, local_port)
+                .is_err()
+            {
+                continue;
+            }
+            let handle = self.sockets.add(sock);
+            self.accepted += 1;
+            self.conns.push(Conn {
+                host,
+                handle,
+                local_port,
+                host_eof: false,
+                host_shut: false,
+                established: false,
+            });
         }
     }
 
-    fn relay(&mut self) {
+    fn relay(&mut self, host_ready: &[bool]) {
         let mut done = Vec::new();
         for (i, c) in self.conns.iter_mut().enumerate() {
             let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
             if sock.state() == tcp::State::Established {
                 c.established = true;
             }
-            // Host -> guest, only as much as the connection can take now.
-            while !c.host_eof && sock.may_send() {
+            // Host -> guest, only as much as the connection can take now (and only from a
+            // socket poll found readable: a new connection's counts as readable).
+            let readable = host_ready.get(i).copied().unwrap_or(true);
+            while readable && !c.host_eof && sock.may_send() {
                 let room = sock.send_capacity() - sock.send_queue();
                 if room == 0 {
                     break;
