@@ -1,16 +1,18 @@
 //! The primary's side: the log streamed out, acks in, the Output Rule, losing the backup.
 //!
 //! [`FtPrimary`] is the run's observer. It records every input, output and checkpoint like any
-//! recording, into a bounded in-memory outbox that a sender thread streams to the backup; a
-//! receiver thread takes the backup's acks. Outputs leave the VM (the runner holds them) only
-//! when an ack covers the log byte that produced them. When the backup goes silent for the
+//! recording, into a bounded in-memory outbox; an output's log goes out from the VM's own
+//! thread when the socket takes it at once, else a sender thread streams it. The VM's thread
+//! also reads the backup's acks between slices (the sender thread does while the guest idles),
+//! so neither direction costs a thread hop per output. Outputs leave the VM (the runner holds
+//! them) only when an ack covers the log byte that produced them. When the backup goes silent for the
 //! failure timeout, the primary must win the tie-breaker's test-and-set before it continues
 //! alone; if it loses, it is fenced and never shows another output.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixDatagram;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,10 @@ use ftvm_host::{Gate, Observer, RunEnd};
 use ftvm_log::Writer;
 use ftvm_machine::{Effect, InputEvent};
 use ftvm_replay::Recorder;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv};
 
 use crate::control::Control;
 use crate::tiebreak::{Outcome, TieBreaker, decide};
@@ -56,12 +62,29 @@ struct Link {
     /// Acks, room in the outbox, a lost or finished channel: what the VM's thread waits for.
     progress: Condvar,
     capacity: usize,
-    /// Written on every ack: the runner's wake-up (see `Observer::wake_fd`).
-    wake: UnixDatagram,
+    /// The channel's receiving half: whoever holds this lock reads (see [`Link::pump`]).
+    acks: Mutex<AckReader>,
+    timeout: Duration,
+    heartbeat: Duration,
     /// The channel's sending half. Whoever sends holds this lock from taking bytes out of the
     /// outbox until they are written, so the log stays in order (lock order: `stream`, then
     /// `out`).
     stream: Mutex<TcpStream>,
+}
+
+/// The receiving half of the channel and what is half-read.
+struct AckReader {
+    stream: TcpStream,
+    /// Bytes of a message not yet whole.
+    buf: Vec<u8>,
+    /// When the backup was last heard from.
+    heard: Instant,
+    /// When the VM's thread last read.
+    vm_pumped: Instant,
+    /// A live clone's ack reader, which owns the channel's input until it ends.
+    clone_acks: Option<CloneThread>,
+    /// The channel failed: nothing more to read.
+    done: bool,
 }
 
 impl Link {
@@ -123,12 +146,119 @@ impl Link {
         }
         self.to_send.notify_all();
         self.progress.notify_all();
-        self.wake();
     }
 
-    /// Never blocks: a full wake-up socket already says "look".
-    fn wake(&self) {
-        let _ = self.wake.send(&[1]);
+    /// Reads what the backup sent (acks, heartbeats, a relayed power-off), and counts the
+    /// backup lost after `timeout` of silence; waits at most `wait` while the acks do not
+    /// reach `want`. The VM's thread pumps between slices (`by_vm`), so an ack releases
+    /// outputs without a thread hop; the sender thread pumps only when the VM's thread has
+    /// not for a while (an idle guest), so a silent backup is noticed all the same.
+    fn pump(&self, by_vm: bool, want: u64, wait: Duration) {
+        let Ok(mut guard) = self.acks.try_lock() else {
+            return;
+        };
+        let r = &mut *guard;
+        if by_vm {
+            r.vm_pumped = Instant::now();
+        } else if r.vm_pumped.elapsed() < self.heartbeat * 2 {
+            return;
+        }
+        if r.done {
+            return;
+        }
+        if let Some(t) = r.clone_acks.take() {
+            // Until a live clone's last ack the clone's own thread reads the channel.
+            if !t.is_finished() {
+                r.clone_acks = Some(t);
+                return;
+            }
+            if !after_clone(self, Some(t), "the new backup's clone") {
+                r.done = true;
+                return;
+            }
+            r.heard = Instant::now();
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let failed = match self.read_available(r) {
+                Err(why) => Some(why),
+                Ok(()) if r.heard.elapsed() >= self.timeout => Some(format!(
+                    "no ack or heartbeat for {} ms",
+                    self.timeout.as_millis()
+                )),
+                Ok(()) => None,
+            };
+            if let Some(why) = failed {
+                self.lose(why);
+                r.done = true;
+                // Unblocks a sender stuck on a full socket.
+                let _ = r.stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            let now = Instant::now();
+            {
+                let o = self.lock();
+                if now >= deadline || o.acked >= want || o.lost.is_some() || o.alone {
+                    return;
+                }
+            }
+            let left = (deadline - now).min(self.timeout.saturating_sub(r.heard.elapsed()));
+            let mut fds = [PollFd::new(r.stream.as_fd(), PollFlags::POLLIN)];
+            let t = PollTimeout::try_from(left.max(Duration::from_micros(1000)))
+                .unwrap_or(PollTimeout::MAX);
+            let _ = poll(&mut fds, t);
+        }
+    }
+
+    /// Takes every whole message waiting in the socket, without blocking.
+    fn read_available(&self, r: &mut AckReader) -> Result<(), String> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match recv(r.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Err("the backup closed the logging channel".into()),
+                Ok(n) => {
+                    r.buf.extend_from_slice(&chunk[..n]);
+                    r.heard = Instant::now();
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(format!("the logging channel failed: {e}")),
+            }
+        }
+        let mut used = 0;
+        let result = loop {
+            match ToPrimary::split(&r.buf[used..]) {
+                Ok(Some((msg, n))) => {
+                    used += n;
+                    if let Err(why) = self.take(msg) {
+                        break Err(why);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        r.buf.drain(..used);
+        result
+    }
+
+    fn take(&self, msg: ToPrimary) -> Result<(), String> {
+        match msg {
+            ToPrimary::Ack { received, replayed } => {
+                let mut o = self.lock();
+                o.acked = o.acked.max(received);
+                o.backup_icount = o.backup_icount.max(replayed);
+                self.progress.notify_all();
+            }
+            ToPrimary::PowerOff => {
+                self.lock().power_off = true;
+                self.progress.notify_all();
+            }
+            other @ (ToPrimary::CloneAck { .. } | ToPrimary::CloneDone) => {
+                return Err(format!("unexpected {other:?} in the middle of the log"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -178,7 +308,16 @@ impl Write for LinkWriter {
             stalled_since.get_or_insert_with(Instant::now);
             o.flush = true;
             link.to_send.notify_all();
-            o = link.progress.wait(o).unwrap_or_else(|e| e.into_inner());
+            o = link
+                .progress
+                .wait_timeout(o, link.heartbeat)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            // Nobody else reads acks while the VM's thread waits here: a backup that stopped
+            // reading must still be noticed (and the sender unblocked).
+            drop(o);
+            link.pump(true, 0, Duration::ZERO);
+            o = link.lock();
         }
         if let Some(t) = stalled_since {
             o.stalled += t.elapsed();
@@ -212,6 +351,7 @@ impl Write for LinkWriter {
 fn sender(link: Arc<Link>, heartbeat: Duration) {
     let mut last_sent = Instant::now();
     loop {
+        link.pump(false, 0, Duration::ZERO);
         let heartbeat_due = {
             let mut o = link.lock();
             loop {
@@ -243,51 +383,6 @@ fn sender(link: Arc<Link>, heartbeat: Duration) {
             link.send_now();
         }
         last_sent = Instant::now();
-    }
-}
-
-fn receiver(link: Arc<Link>, mut stream: TcpStream, timeout: Duration) {
-    let _ = stream.set_read_timeout(Some(timeout));
-    loop {
-        match ToPrimary::read(&mut stream) {
-            Ok(ToPrimary::Ack { received, replayed }) => {
-                let mut o = link.lock();
-                let more = received > o.acked;
-                o.acked = o.acked.max(received);
-                o.backup_icount = o.backup_icount.max(replayed);
-                link.progress.notify_all();
-                drop(o);
-                if more {
-                    link.wake();
-                }
-            }
-            Ok(ToPrimary::PowerOff) => {
-                link.lock().power_off = true;
-                link.progress.notify_all();
-                link.wake();
-            }
-            Ok(other @ (ToPrimary::CloneAck { .. } | ToPrimary::CloneDone)) => {
-                link.lose(format!("unexpected {other:?} in the middle of the log"));
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-            Err(e) => {
-                let why = match &e {
-                    crate::WireError::Io(io)
-                        if matches!(
-                            io.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        format!("no ack or heartbeat for {} ms", timeout.as_millis())
-                    }
-                    _ => e.to_string(),
-                };
-                link.lose(why);
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-        }
     }
 }
 
@@ -346,7 +441,8 @@ pub struct FtPrimary {
     last_gate: Instant,
     /// Tickets handed out and not yet acked, with when: the Output Rule's added latency.
     waiting: VecDeque<(u64, Instant)>,
-    wake_rx: UnixDatagram,
+    /// The channel, for the runner to wait on (see `Observer::wake_fd`): acks make it readable.
+    watch: TcpStream,
     delays: Delays,
     last_publish: Instant,
 }
@@ -441,9 +537,12 @@ impl FtPrimary {
         tb: Arc<dyn TieBreaker>,
         control: Arc<Control>,
     ) -> io::Result<FtPrimary> {
-        let (wake_tx, wake_rx) = UnixDatagram::pair()?;
-        wake_tx.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
+        let cloned = after.is_some();
+        let (clone_sender, clone_acks) = match after {
+            Some((s, a)) => (Some(s), Some(a)),
+            None => (None, None),
+        };
+        let now = Instant::now();
         let link = Arc::new(Link {
             out: Mutex::new(Outbox {
                 buf: VecDeque::new(),
@@ -454,21 +553,25 @@ impl FtPrimary {
                 alone: false,
                 power_off: false,
                 stalled: Duration::ZERO,
-                ready: after.is_none(),
+                ready: !cloned,
             }),
             to_send: Condvar::new(),
             progress: Condvar::new(),
             capacity: cfg.buffer.max(MAX_MESSAGE),
             stream: Mutex::new(stream.try_clone()?),
-            wake: wake_tx,
+            acks: Mutex::new(AckReader {
+                stream: stream.try_clone()?,
+                buf: Vec::new(),
+                heard: now,
+                vm_pumped: now,
+                clone_acks,
+                done: false,
+            }),
+            timeout: cfg.timing.timeout,
+            heartbeat: cfg.timing.heartbeat,
         });
-        let rx = stream;
-        let (l1, l2) = (link.clone(), link.clone());
-        let (hb, to) = (cfg.timing.heartbeat, cfg.timing.timeout);
-        let (clone_sender, clone_acks) = match after {
-            Some((s, a)) => (Some(s), Some(a)),
-            None => (None, None),
-        };
+        let l1 = link.clone();
+        let hb = cfg.timing.heartbeat;
         std::thread::Builder::new()
             .name("log-sender".into())
             .spawn(move || {
@@ -477,16 +580,8 @@ impl FtPrimary {
                     sender(l1, hb)
                 }
             })?;
-        std::thread::Builder::new()
-            .name("ack-receiver".into())
-            .spawn(move || {
-                if after_clone(&l2, clone_acks, "the new backup's clone") {
-                    receiver(l2, rx, to)
-                }
-            })?;
         let writer = Writer::new(LinkWriter(link.clone()), header)?;
         let rec = Recorder::new(writer).with_checkpoint_interval(cfg.checkpoint_interval);
-        let now = Instant::now();
         Ok(FtPrimary {
             rec,
             link,
@@ -502,7 +597,7 @@ impl FtPrimary {
             last_adjust: now,
             last_gate: now,
             waiting: VecDeque::new(),
-            wake_rx,
+            watch: stream,
             delays: Delays::new(),
             last_publish: now,
         })
@@ -522,20 +617,20 @@ impl FtPrimary {
     pub fn wait_acked(&mut self, patience: Duration) -> bool {
         let end = self.rec.barrier();
         let deadline = Instant::now() + patience;
-        let mut o = self.link.lock();
-        while o.acked < end {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if o.lost.is_some() || o.alone || left.is_zero() {
-                return false;
+        loop {
+            {
+                let o = self.link.lock();
+                if o.acked >= end {
+                    return true;
+                }
+                if o.lost.is_some() || o.alone || Instant::now() >= deadline {
+                    return false;
+                }
             }
-            o = self
-                .link
-                .progress
-                .wait_timeout(o, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.link
+                .pump(true, end, left.min(Duration::from_millis(50)));
         }
-        true
     }
 
     /// Tells the backup that the primary moves to `addr` (reconnect there when the log ends);
@@ -577,20 +672,17 @@ impl FtPrimary {
     pub fn finish(mut self, patience: Duration) -> bool {
         let end = self.rec.barrier();
         let deadline = Instant::now() + patience;
-        let mut o = self.link.lock();
         loop {
-            if o.alone || o.acked >= end {
-                return true;
+            {
+                let o = self.link.lock();
+                if o.alone || o.acked >= end {
+                    return true;
+                }
+                if o.lost.is_some() || Instant::now() >= deadline {
+                    return false;
+                }
             }
-            if o.lost.is_some() || Instant::now() >= deadline {
-                return false;
-            }
-            o = self
-                .link
-                .progress
-                .wait_timeout(o, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.link.pump(true, end, Duration::from_millis(50));
         }
     }
 
@@ -737,29 +829,20 @@ impl Observer for FtPrimary {
     }
 
     fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        Some(self.wake_rx.as_fd())
+        Some(self.watch.as_fd())
     }
 
     fn gate(&mut self, icount: u64, held: usize, wait: Duration) -> Gate {
-        let mut drain = [0u8; 64];
-        while self.wake_rx.recv(&mut drain).is_ok() {}
         if self.alone {
             self.publish(icount, held, 0);
             return Gate::Release(u64::MAX);
         }
+        // The acks that came meanwhile; with a wait, until they cover the newest ticket.
+        self.link.pump(true, self.ticket, wait);
         let backup_icount = self.link.lock().backup_icount;
         self.pace(icount, backup_icount);
         self.publish(icount, held, backup_icount);
-        let mut o = self.link.lock();
-        if o.lost.is_none() && !wait.is_zero() && o.acked < self.ticket {
-            o = self
-                .link
-                .progress
-                .wait_timeout(o, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let o = self.link.lock();
         if let Some(why) = o.lost.clone() {
             drop(o);
             return self.settle(&why);

@@ -221,6 +221,22 @@ impl ToPrimary {
         }
     }
 
+    /// The first whole message in `buf` and its length in bytes; `None` while it is not
+    /// whole yet. For a reader that takes bytes as they come.
+    pub fn split(buf: &[u8]) -> Result<Option<(ToPrimary, usize)>, WireError> {
+        let Some(head) = buf.get(..5) else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+        if len > MAX_MESSAGE {
+            return Err(WireError::Bad(format!("a message of {len} bytes")));
+        }
+        match buf.get(..5 + len) {
+            Some(whole) => Ok(Some((Self::read(&mut &whole[..])?, 5 + len))),
+            None => Ok(None),
+        }
+    }
+
     pub fn read(r: &mut impl Read) -> Result<ToPrimary, WireError> {
         let (kind, p) = get(r)?;
         match kind {
@@ -245,6 +261,10 @@ pub fn fuzz_wire(data: &[u8]) {
     while ToBackup::read(&mut r).is_ok() {}
     let mut r = data;
     while ToPrimary::read(&mut r).is_ok() {}
+    let mut at = 0;
+    while let Ok(Some((_, n))) = ToPrimary::split(&data[at..]) {
+        at += n;
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +314,32 @@ mod tests {
             ToPrimary::CloneAck { pages: 9 }
         );
         assert_eq!(ToPrimary::read(&mut r).unwrap(), ToPrimary::CloneDone);
+    }
+
+    #[test]
+    fn acks_arriving_in_pieces_are_taken_whole() {
+        let mut stream = Vec::new();
+        let acks: Vec<ToPrimary> = (1..=3)
+            .map(|i| ToPrimary::Ack {
+                received: i * 100,
+                replayed: i,
+            })
+            .collect();
+        for a in &acks {
+            a.write(&mut stream).unwrap();
+        }
+        // Every cut of the stream: whole messages come out, a partial one waits.
+        for cut in 0..=stream.len() {
+            let mut got = Vec::new();
+            let mut at = 0;
+            while let Some((m, n)) = ToPrimary::split(&stream[at..cut]).unwrap() {
+                got.push(m);
+                at += n;
+            }
+            assert_eq!(got, acks[..at / 21], "cut at {cut}");
+        }
+        let huge = [ACK, 0xff, 0xff, 0xff, 0xff];
+        assert!(ToPrimary::split(&huge).is_err());
     }
 
     #[test]
