@@ -3,10 +3,12 @@
 //! Each repetition boots a fresh pair (switch + primary + backup processes, or switch + one VM
 //! without FT) on a copy of the redis disk and runs, in order: an idle spell, redis-benchmark
 //! through the forwarder, the CPU job of `bench cpu` and a disk job (dd with fsync) on the
-//! guest's console. FT repetitions end with a failover under a client's writes: the primary is
-//! killed (SIGKILL) or frozen (SIGSTOP: a hung host that closes no connection, so only the
-//! heartbeat timeout notices), and the time to the client's first reply is measured. Logging
-//! bandwidth comes from the primary's own counters over each phase.
+//! guest's console, and redis-benchmark again with pipelined requests (the client's and the
+//! switch's work per request shrinks, which on a small host leaves the cores to the VMs). FT
+//! repetitions end with a failover under a client's writes: the primary is killed (SIGKILL)
+//! or frozen (SIGSTOP: a hung host that closes no connection, so only the heartbeat timeout
+//! notices), and the time to the client's first reply is measured. Logging bandwidth comes
+//! from the primary's own counters over each phase.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub struct FtBench {
     /// redis-benchmark parallel clients.
     #[arg(long, default_value_t = 10)]
     clients: u32,
+    /// Requests in flight per client in the pipelined run (redis-benchmark -P); it makes ten
+    /// times the requests.
+    #[arg(long, default_value_t = 16)]
+    pipeline: u32,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -47,6 +53,9 @@ struct Run {
     get: f64,
     redis_log_mbit: f64,
     redis_mips: f64,
+    set_pipelined: f64,
+    get_pipelined: f64,
+    pipelined_log_mbit: f64,
     cpu_s: f64,
     cpu_log_mbit: f64,
     dd_mb_s: f64,
@@ -120,6 +129,15 @@ fn one(ft: bool, rep: usize, args: &FtBench) -> Result<Run> {
     let secs = timed_seconds(&out).with_context(|| format!("no timing in:\n{out}"))?;
     run.dd_mb_s = 32.0 * 1024.0 * 1024.0 / secs / 1e6;
     run.dd_log_mbit = mbit(&m3, &m4);
+    settle(&pair);
+    let m5 = mark(&pair)?;
+    (run.set_pipelined, run.get_pipelined) = crate::bench_redis::redis_benchmark_pipelined(
+        pair.forward_port,
+        args.requests.saturating_mul(10),
+        args.clients,
+        args.pipeline,
+    )?;
+    run.pipelined_log_mbit = mbit(&m5, &mark(&pair)?);
     if let Some(s) = Pair::status(&pair.primary) {
         [run.output_delay_p50_ms, run.output_delay_p99_ms] = s.output_delay_ms;
     }
@@ -203,13 +221,17 @@ pub fn run(args: FtBench) -> Result<()> {
     };
     println!(
         "FT against no FT, redis guest, 256 MiB, primary and backup as processes on this host, \
-         {} repetitions, median (min..max):",
-        args.reps
+         {} repetitions, median (min..max); redis-benchmark -c {} -n {}, pipelined -P {} -n {}:",
+        args.reps,
+        args.clients,
+        args.requests,
+        args.pipeline,
+        args.requests.saturating_mul(10)
     );
     println!();
     println!("| workload | no FT | FT | FT / no FT | FT log Mbit/s |");
     println!("|---|---|---|---|---|");
-    let rows: [Line; 4] = [
+    let rows: [Line; 6] = [
         (
             "redis-benchmark SET/s",
             &|r| r.set,
@@ -227,6 +249,18 @@ pub fn run(args: FtBench) -> Result<()> {
             "dd 32 MiB + fsync, MB/s",
             &|r| r.dd_mb_s,
             Some(&|r| r.dd_log_mbit),
+            true,
+        ),
+        (
+            "redis-benchmark pipelined SET/s",
+            &|r| r.set_pipelined,
+            Some(&|r| r.pipelined_log_mbit),
+            true,
+        ),
+        (
+            "redis-benchmark pipelined GET/s",
+            &|r| r.get_pipelined,
+            None,
             true,
         ),
     ];

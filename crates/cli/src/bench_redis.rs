@@ -71,9 +71,20 @@ fn qemu_command(guest: &ftvm_image::RedisGuest, disk: &Path, port: u16) -> Comma
 
 /// SET and GET requests per second from `redis-benchmark --csv`.
 pub(crate) fn redis_benchmark(port: u16, requests: u32, clients: u32) -> Result<(f64, f64)> {
+    redis_benchmark_pipelined(port, requests, clients, 1)
+}
+
+/// [`redis_benchmark`] with `pipeline` requests in flight per client (`-P`).
+pub(crate) fn redis_benchmark_pipelined(
+    port: u16,
+    requests: u32,
+    clients: u32,
+    pipeline: u32,
+) -> Result<(f64, f64)> {
     let mut child = Command::new("redis-benchmark")
         .args(["-p", &port.to_string(), "-t", "set,get", "--csv"])
         .args(["-n", &requests.to_string(), "-c", &clients.to_string()])
+        .args(["-P", &pipeline.max(1).to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
