@@ -5,9 +5,9 @@
 //! thread when the socket takes it at once, else a sender thread streams it. The VM's thread
 //! also reads the backup's acks between slices (the sender thread does while the guest idles),
 //! so neither direction costs a thread hop per output. Outputs leave the VM (the runner holds
-//! them) only when an ack covers the log byte that produced them. When the backup goes silent for the
-//! failure timeout, the primary must win the tie-breaker's test-and-set before it continues
-//! alone; if it loses, it is fenced and never shows another output.
+//! them) only when an ack covers the log byte that produced them. When the backup goes silent
+//! for the failure timeout, the primary must win the tie-breaker's test-and-set before it
+//! continues alone; if it loses, it is fenced and never shows another output.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
