@@ -210,10 +210,11 @@ impl Link {
         }
     }
 
-    /// Takes every whole message waiting in the socket, without blocking.
+    /// Takes the whole messages waiting in the socket, without blocking: at most 64 KiB a
+    /// call, so a peer that floods the channel cannot keep the VM's thread here.
     fn read_available(&self, r: &mut AckReader) -> Result<(), String> {
         let mut chunk = [0u8; 4096];
-        loop {
+        for _ in 0..16 {
             match recv(r.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Err("the backup closed the logging channel".into()),
                 Ok(n) => {
