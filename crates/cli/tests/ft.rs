@@ -592,6 +592,16 @@ fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
     assert!(pair.primary.log.text().contains("live as generation 2"));
 }
 
+/// Clones the VM into a new spare with `command` (add-backup or migrate) while `w` keeps
+/// writing; the side the spare replaces must exit cleanly, saying `farewell`.
+fn move_side(pair: &mut Pair, w: &mut ft_load::Writer, name: &str, command: &str, farewell: &str) {
+    pair.clone_into_spare(name, command, Duration::from_secs(120), || w.write(10))
+        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    let old = pair.former.last_mut().unwrap();
+    assert!(wait_exit(&mut old.child, 30).success());
+    assert!(old.log.text().contains(farewell));
+}
+
 #[test]
 fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     let _one = serial();
@@ -599,23 +609,23 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(200).unwrap();
     // Move the backup: the new one is cloned while the old one still protects the VM.
-    pair.clone_into_spare("backup2", "add-backup", Duration::from_secs(120), || {
-        w.write(10)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
-    let old = pair.former.last_mut().unwrap();
-    assert!(wait_exit(&mut old.child, 30).success());
-    assert!(old.log.text().contains("a new backup replaced this one"));
+    move_side(
+        &mut pair,
+        &mut w,
+        "backup2",
+        "add-backup",
+        "a new backup replaced this one",
+    );
     assert_eq!(Pair::status(&pair.primary).unwrap().generation, 2);
     w.write(200).unwrap();
     // Move the primary: its backup replays to the switch and reconnects to the new host.
-    pair.clone_into_spare("primary2", "migrate", Duration::from_secs(120), || {
-        w.write(10)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
-    let old = pair.former.last_mut().unwrap();
-    assert!(wait_exit(&mut old.child, 30).success());
-    assert!(old.log.text().contains("this VM stops here"));
+    move_side(
+        &mut pair,
+        &mut w,
+        "primary2",
+        "migrate",
+        "this VM stops here",
+    );
     w.write(300).unwrap();
     let backup = pair.backup().log.text();
     assert!(backup.contains("the primary moved to"), "{backup}");

@@ -62,7 +62,8 @@ struct Link {
     /// Acks, room in the outbox, a lost or finished channel: what the VM's thread waits for.
     progress: Condvar,
     capacity: usize,
-    /// The channel's receiving half: whoever holds this lock reads (see [`Link::pump`]).
+    /// The channel's receiving half: whoever holds this lock reads (see [`Link::pump`]; lock
+    /// order: `acks`, then `out`).
     acks: Mutex<AckReader>,
     timeout: Duration,
     heartbeat: Duration,
@@ -92,13 +93,35 @@ impl Link {
         self.out.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends everything in the outbox now.
+    /// Sends the outbox now (a chunk of it at most).
     fn send_now(&self) {
-        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        self.send_on(stream, |_, _| true);
+    }
+
+    /// Sends the outbox from the caller's thread if that cannot block: nobody else is sending,
+    /// and the socket's send queue has room for it. False: left to the sender thread.
+    fn send_without_blocking(&self) -> bool {
+        let Ok(stream) = self.stream.try_lock() else {
+            return false;
+        };
+        self.send_on(stream, |o, stream| o.ready && has_room(stream, o.buf.len()))
+    }
+
+    /// Takes up to a chunk out of the outbox and writes it on `stream`, whose lock the caller
+    /// holds (so the log stays in order), if `may` allows it. False only when `may` did not.
+    fn send_on(
+        &self,
+        mut stream: MutexGuard<'_, TcpStream>,
+        may: impl FnOnce(&Outbox, &TcpStream) -> bool,
+    ) -> bool {
         let chunk: Vec<u8> = {
             let mut o = self.lock();
             if o.lost.is_some() || o.alone || o.buf.is_empty() {
-                return;
+                return true;
+            }
+            if !may(&o, &stream) {
+                return false;
             }
             let n = o.buf.len().min(CHUNK);
             let chunk = o.buf.drain(..n).collect();
@@ -107,30 +130,6 @@ impl Link {
             }
             self.progress.notify_all();
             chunk
-        };
-        if let Err(e) = ToBackup::Log(chunk).write(&mut *stream) {
-            drop(stream);
-            self.lose(format!("sending the log failed: {e}"));
-        }
-    }
-
-    /// Sends the outbox from the caller's thread if that cannot block: nobody else is sending,
-    /// and the socket's send queue has room for it. False: left to the sender thread.
-    fn send_without_blocking(&self) -> bool {
-        let Ok(mut stream) = self.stream.try_lock() else {
-            return false;
-        };
-        let chunk: Vec<u8> = {
-            let mut o = self.lock();
-            if o.lost.is_some() || o.alone || o.buf.is_empty() {
-                return true;
-            }
-            if !o.ready || !has_room(&stream, o.buf.len()) {
-                return false;
-            }
-            o.flush = false;
-            self.progress.notify_all();
-            o.buf.drain(..).collect()
         };
         if let Err(e) = ToBackup::Log(chunk).write(&mut *stream) {
             drop(stream);
@@ -203,6 +202,7 @@ impl Link {
                 }
             }
             let left = (deadline - now).min(self.timeout.saturating_sub(r.heard.elapsed()));
+            // poll counts whole milliseconds: a shorter wait would round to none and spin.
             let mut fds = [PollFd::new(r.stream.as_fd(), PollFlags::POLLIN)];
             let t = PollTimeout::try_from(left.max(Duration::from_micros(1000)))
                 .unwrap_or(PollTimeout::MAX);
@@ -265,7 +265,6 @@ impl Link {
 
 /// Whether `stream`'s send queue takes `bytes` (and a message header) now, without blocking.
 fn has_room(stream: &TcpStream, bytes: usize) -> bool {
-    use std::os::fd::AsRawFd;
     if bytes > CHUNK {
         return false;
     }

@@ -208,14 +208,13 @@ impl GatewayStack {
         let now = self.now();
         self.iface.poll(now, &mut self.link, &mut self.sockets);
         let n = self.listeners.len();
-        let is_ready = |i: usize| ready.get(i).copied().unwrap_or(true);
-        let conns_ready: Vec<bool> = (0..self.conns.len()).map(|j| is_ready(n + j)).collect();
+        let (listeners_ready, conns_ready) = ready.split_at(n.min(ready.len()));
         for i in 0..n {
-            if is_ready(i) {
+            if listeners_ready.get(i).copied().unwrap_or(true) {
                 self.accept_on(i);
             }
         }
-        self.relay(&conns_ready);
+        self.relay(conns_ready);
         let now = self.now();
         self.iface.poll(now, &mut self.link, &mut self.sockets);
         self.link.tx.drain(..).collect()
