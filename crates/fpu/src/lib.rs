@@ -1,20 +1,34 @@
 //! RISC-V F and D computational instructions, bit-exact.
 //!
 //! Job: execute OP-FP, FMADD, FMSUB, FNMSUB and FNMADD instructions on the raw register bits,
-//! through Berkeley SoftFloat built with its RISC-V specialisation.
+//! with ftvm's own IEEE 754 arithmetic: [`format`] takes values apart, [`round`] rounds once
+//! and raises RISC-V's flags, [`arith`], [`convert`] and [`compare`] are the operations, each
+//! written once for both formats.
 //!
 //! Invariants: no host floating point is used (it has no rounding-mode control, no flags and
-//! other NaN rules); results, NaN boxing, canonical NaNs and fflags follow the RISC-V spec.
-//! SoftFloat's flag and rounding state is thread-local, so harts on different threads do not
-//! disturb each other.
+//! other NaN rules) and no state outside the arguments: a result depends on the instruction,
+//! the registers and `fcsr` alone. Results, NaN boxing, canonical NaNs and fflags follow the
+//! RISC-V spec and equal Berkeley SoftFloat's RISC-V specialisation bit for bit (tininess after
+//! rounding), which the differential tests check on millions of operands per operation.
+//!
+//! Written here rather than taken from a crate: SoftFloat's Rust bindings build C with CMake
+//! and only on x86-64 Linux, and the pure-Rust crates checked were wrong on RISC-V's edge cases
+//! (float-to-integer overflow, the sign of an FMA's zero, signaling NaNs in sqrt and FEQ).
 
-use softfloat_wrapper::{ExceptionFlags, F32, F64, Float, RoundingMode};
+pub mod arith;
+pub mod compare;
+pub mod convert;
+pub mod format;
+pub mod round;
+
+use arith::{add, div, fused_mul_add, mul, sqrt, sub};
+use compare::{classify, eq, le, lt, min_max};
+use convert::{Int, convert, from_int, to_int};
+use format::{Double, Format, Single};
+use round::Rounding;
 
 /// `fcsr` bits: fflags in 4..0 (NV DZ OF UF NX), frm in 7..5.
 pub const FFLAGS_MASK: u32 = 0x1f;
-const NV: u32 = 0x10;
-const CANONICAL_S: u32 = 0x7fc0_0000;
-const CANONICAL_D: u64 = 0x7ff8_0000_0000_0000;
 
 /// The instruction is not a valid F/D instruction (bad funct/fmt/rs2 field, or a reserved or
 /// invalid rounding mode): the hart raises an illegal-instruction exception.
@@ -37,169 +51,83 @@ pub fn nan_box_s(bits: u32) -> u64 {
     0xffff_ffff_0000_0000 | bits as u64
 }
 
-/// A single-precision operand: an improperly boxed register reads as the canonical NaN.
-#[inline]
-fn unbox_s(reg: u64) -> u32 {
-    if reg >> 32 == 0xffff_ffff {
-        reg as u32
-    } else {
-        CANONICAL_S
+fn sext32(v: u64) -> u64 {
+    v as u32 as i32 as i64 as u64
+}
+
+/// How a format's values sit in the 64-bit FP registers.
+trait Register: Format {
+    /// An operand; a single that is not properly NaN-boxed reads as the canonical NaN.
+    fn read(reg: u64) -> u64;
+    /// A result as the register holds it.
+    fn write(bits: u64) -> u64;
+    /// FMV.X.W / FMV.X.D: the register's raw low bits, sign-extended.
+    fn move_to_int(reg: u64) -> u64;
+}
+
+impl Register for Single {
+    #[inline(always)]
+    fn read(reg: u64) -> u64 {
+        if reg >> 32 == 0xffff_ffff {
+            reg & 0xffff_ffff
+        } else {
+            Single::CANONICAL_NAN
+        }
+    }
+    #[inline(always)]
+    fn write(bits: u64) -> u64 {
+        nan_box_s(bits as u32)
+    }
+    #[inline(always)]
+    fn move_to_int(reg: u64) -> u64 {
+        sext32(reg)
     }
 }
 
-fn rounding(rm: u32, fcsr: u32) -> Result<RoundingMode, Illegal> {
-    let rm = if rm == 7 { (fcsr >> 5) & 7 } else { rm };
-    Ok(match rm {
-        0 => RoundingMode::TiesToEven,
-        1 => RoundingMode::TowardZero,
-        2 => RoundingMode::TowardNegative,
-        3 => RoundingMode::TowardPositive,
-        4 => RoundingMode::TiesToAway,
-        _ => return Err(Illegal),
-    })
-}
-
-/// Runs `op` with SoftFloat's flags cleared and ORs what it raised into `fcsr` (SoftFloat's
-/// flag bits are laid out exactly as fflags).
-#[inline]
-fn flagged<T>(fcsr: &mut u32, op: impl FnOnce() -> T) -> T {
-    ExceptionFlags::default().set();
-    let r = op();
-    let mut flags = ExceptionFlags::default();
-    flags.get();
-    *fcsr |= flags.to_bits() as u32 & FFLAGS_MASK;
-    r
-}
-
-fn is_snan_s(v: u32) -> bool {
-    v & 0x7fc0_0000 == 0x7f80_0000 && v & 0x003f_ffff != 0
-}
-fn is_nan_s(v: u32) -> bool {
-    v & 0x7fff_ffff > 0x7f80_0000
-}
-fn is_snan_d(v: u64) -> bool {
-    v & 0x7ff8_0000_0000_0000 == 0x7ff0_0000_0000_0000 && v & 0x0007_ffff_ffff_ffff != 0
-}
-fn is_nan_d(v: u64) -> bool {
-    v & 0x7fff_ffff_ffff_ffff > 0x7ff0_0000_0000_0000
-}
-
-/// FCLASS: one bit for the class of the value.
-fn classify(
-    sign: bool,
-    exp_all_ones: bool,
-    exp_zero: bool,
-    frac_zero: bool,
-    quiet_bit: bool,
-) -> u64 {
-    let bit = match (exp_all_ones, exp_zero, frac_zero) {
-        (true, _, true) => {
-            if sign {
-                0
-            } else {
-                7
-            }
-        }
-        (true, _, false) => {
-            if quiet_bit {
-                9
-            } else {
-                8
-            }
-        }
-        (false, true, true) => {
-            if sign {
-                3
-            } else {
-                4
-            }
-        }
-        (false, true, false) => {
-            if sign {
-                2
-            } else {
-                5
-            }
-        }
-        _ => {
-            if sign {
-                1
-            } else {
-                6
-            }
-        }
-    };
-    1 << bit
-}
-
-fn fclass_s(v: u32) -> u64 {
-    let exp = (v >> 23) & 0xff;
-    classify(
-        v >> 31 != 0,
-        exp == 0xff,
-        exp == 0,
-        v & 0x7f_ffff == 0,
-        v & 0x40_0000 != 0,
-    )
-}
-
-fn fclass_d(v: u64) -> u64 {
-    let exp = (v >> 52) & 0x7ff;
-    classify(
-        v >> 63 != 0,
-        exp == 0x7ff,
-        exp == 0,
-        v & 0xf_ffff_ffff_ffff == 0,
-        v & 0x8_0000_0000_0000 != 0,
-    )
-}
-
-/// FMIN/FMAX (IEEE 754-2019 minimumNumber/maximumNumber as RISC-V 2.2 specifies).
-fn minmax_s(a: u32, b: u32, max: bool, fcsr: &mut u32) -> u32 {
-    if is_snan_s(a) || is_snan_s(b) {
-        *fcsr |= NV;
+impl Register for Double {
+    #[inline(always)]
+    fn read(reg: u64) -> u64 {
+        reg
     }
-    match (is_nan_s(a), is_nan_s(b)) {
-        (true, true) => CANONICAL_S,
-        (true, false) => b,
-        (false, true) => a,
-        _ => {
-            let (fa, fb) = (F32::from_bits(a), F32::from_bits(b));
-            if fa.is_zero() && fb.is_zero() {
-                // -0 < +0
-                if max { a & b } else { a | b }
-            } else if fa.lt_quiet(fb) != max {
-                a
-            } else {
-                b
-            }
-        }
+    #[inline(always)]
+    fn write(bits: u64) -> u64 {
+        bits
+    }
+    #[inline(always)]
+    fn move_to_int(reg: u64) -> u64 {
+        reg
     }
 }
 
-fn minmax_d(a: u64, b: u64, max: bool, fcsr: &mut u32) -> u64 {
-    if is_snan_d(a) || is_snan_d(b) {
-        *fcsr |= NV;
-    }
-    match (is_nan_d(a), is_nan_d(b)) {
-        (true, true) => CANONICAL_D,
-        (true, false) => b,
-        (false, true) => a,
-        _ => {
-            let (fa, fb) = (F64::from_bits(a), F64::from_bits(b));
-            if fa.is_zero() && fb.is_zero() {
-                if max { a & b } else { a | b }
-            } else if fa.lt_quiet(fb) != max {
-                a
-            } else {
-                b
-            }
-        }
-    }
+/// The fields of an F/D instruction.
+struct Fields {
+    rd: usize,
+    rs1: usize,
+    rs2: usize,
+    rs3: usize,
+    rm: u32,
 }
 
-fn sext32(v: u32) -> u64 {
-    v as i32 as i64 as u64
+impl Fields {
+    fn new(insn: u32) -> Fields {
+        Fields {
+            rd: ((insn >> 7) & 31) as usize,
+            rs1: ((insn >> 15) & 31) as usize,
+            rs2: ((insn >> 20) & 31) as usize,
+            rs3: ((insn >> 27) & 31) as usize,
+            rm: (insn >> 12) & 7,
+        }
+    }
+
+    /// The rounding mode: the instruction's, or `frm` for the dynamic mode 7.
+    fn rounding(&self, fcsr: u32) -> Result<Rounding, Illegal> {
+        let rm = if self.rm == 7 {
+            (fcsr >> 5) & 7
+        } else {
+            self.rm
+        };
+        Rounding::from_rm(rm).ok_or(Illegal)
+    }
 }
 
 /// Executes one computational F/D instruction. `rs1_int` is the integer register rs1 (for
@@ -211,203 +139,124 @@ pub fn execute(
     fcsr: &mut u32,
     rs1_int: u64,
 ) -> Result<Outcome, Illegal> {
-    let opcode = insn & 0x7f;
-    let rd = ((insn >> 7) & 31) as usize;
-    let rs1 = ((insn >> 15) & 31) as usize;
-    let rs2 = ((insn >> 20) & 31) as usize;
-    let rs3 = ((insn >> 27) & 31) as usize;
-    let rm = (insn >> 12) & 7;
+    let fields = Fields::new(insn);
     let fmt = (insn >> 25) & 3;
-    let int = |value: u64| Ok(Outcome::IntReg { rd, value });
-
-    if opcode != 0x53 {
-        // Fused multiply-add family: -(a*b) is computed as (-a)*b.
-        let r = rounding(rm, *fcsr)?;
-        let (neg_prod, neg_add) = match opcode {
-            0x43 => (false, false),
-            0x47 => (false, true),
-            0x4b => (true, false),
-            0x4f => (true, true),
-            _ => return Err(Illegal),
-        };
-        match fmt {
-            0 => {
-                let (mut a, b, mut c) = (
-                    F32::from_bits(unbox_s(f[rs1])),
-                    F32::from_bits(unbox_s(f[rs2])),
-                    F32::from_bits(unbox_s(f[rs3])),
-                );
-                if neg_prod {
-                    a = a.neg();
+    match (insn & 0x7f, fmt) {
+        (0x53, _) => {
+            let funct7 = insn >> 25;
+            match (funct7, fields.rs2) {
+                // FCVT.S.D and FCVT.D.S: the only instructions that read the other format.
+                (0x20, 1) => {
+                    let r = fields.rounding(*fcsr)?;
+                    f[fields.rd] =
+                        nan_box_s(convert::<Double, Single>(f[fields.rs1], r, fcsr) as u32);
+                    Ok(Outcome::FpReg)
                 }
-                if neg_add {
-                    c = c.neg();
+                (0x21, 0) => {
+                    let r = fields.rounding(*fcsr)?;
+                    let a = Single::read(f[fields.rs1]);
+                    f[fields.rd] = convert::<Single, Double>(a, r, fcsr);
+                    Ok(Outcome::FpReg)
                 }
-                f[rd] = nan_box_s(flagged(fcsr, || a.fused_mul_add(b, c, r)).to_bits());
+                _ => match fmt {
+                    0 => op_fp::<Single>(funct7 >> 2, &fields, f, fcsr, rs1_int),
+                    1 => op_fp::<Double>(funct7 >> 2, &fields, f, fcsr, rs1_int),
+                    _ => Err(Illegal),
+                },
             }
-            1 => {
-                let (mut a, b, mut c) = (
-                    F64::from_bits(f[rs1]),
-                    F64::from_bits(f[rs2]),
-                    F64::from_bits(f[rs3]),
-                );
-                if neg_prod {
-                    a = a.neg();
-                }
-                if neg_add {
-                    c = c.neg();
-                }
-                f[rd] = flagged(fcsr, || a.fused_mul_add(b, c, r)).to_bits();
-            }
-            _ => return Err(Illegal),
         }
-        return Ok(Outcome::FpReg);
+        (0x43 | 0x47 | 0x4b | 0x4f, 0) => fused::<Single>(insn & 0x7f, &fields, f, fcsr),
+        (0x43 | 0x47 | 0x4b | 0x4f, 1) => fused::<Double>(insn & 0x7f, &fields, f, fcsr),
+        _ => Err(Illegal),
     }
+}
 
-    let funct7 = insn >> 25;
-    let (s1, s2) = (unbox_s(f[rs1]), unbox_s(f[rs2]));
-    let (d1, d2) = (f[rs1], f[rs2]);
-    match funct7 {
-        // Arithmetic.
-        0x00 | 0x04 | 0x08 | 0x0c | 0x2c => {
-            let r = rounding(rm, *fcsr)?;
-            let (a, b) = (F32::from_bits(s1), F32::from_bits(s2));
-            if funct7 == 0x2c && rs2 != 0 {
-                return Err(Illegal);
-            }
-            let v = flagged(fcsr, || match funct7 {
-                0x00 => a.add(b, r),
-                0x04 => a.sub(b, r),
-                0x08 => a.mul(b, r),
-                0x0c => a.div(b, r),
-                _ => a.sqrt(r),
-            });
-            f[rd] = nan_box_s(v.to_bits());
-        }
-        0x01 | 0x05 | 0x09 | 0x0d | 0x2d => {
-            let r = rounding(rm, *fcsr)?;
-            let (a, b) = (F64::from_bits(d1), F64::from_bits(d2));
-            if funct7 == 0x2d && rs2 != 0 {
-                return Err(Illegal);
-            }
-            let v = flagged(fcsr, || match funct7 {
-                0x01 => a.add(b, r),
-                0x05 => a.sub(b, r),
-                0x09 => a.mul(b, r),
-                0x0d => a.div(b, r),
-                _ => a.sqrt(r),
-            });
-            f[rd] = v.to_bits();
-        }
-        // Sign injection.
-        0x10 => {
-            let sign = match rm {
-                0 => s2 & 0x8000_0000,
-                1 => !s2 & 0x8000_0000,
-                2 => (s1 ^ s2) & 0x8000_0000,
-                _ => return Err(Illegal),
-            };
-            f[rd] = nan_box_s((s1 & 0x7fff_ffff) | sign);
-        }
-        0x11 => {
-            let sign = match rm {
-                0 => d2 & (1 << 63),
-                1 => !d2 & (1 << 63),
-                2 => (d1 ^ d2) & (1 << 63),
-                _ => return Err(Illegal),
-            };
-            f[rd] = (d1 & !(1 << 63)) | sign;
-        }
-        0x14 if rm < 2 => f[rd] = nan_box_s(minmax_s(s1, s2, rm == 1, fcsr)),
-        0x15 if rm < 2 => f[rd] = minmax_d(d1, d2, rm == 1, fcsr),
-        // Conversions between formats.
-        0x20 if rs2 == 1 => {
-            let r = rounding(rm, *fcsr)?;
-            f[rd] = nan_box_s(flagged(fcsr, || F64::from_bits(d1).to_f32(r)).to_bits());
-        }
-        0x21 if rs2 == 0 => {
-            let r = rounding(rm, *fcsr)?;
-            f[rd] = flagged(fcsr, || F32::from_bits(s1).to_f64(r)).to_bits();
-        }
-        // Comparisons: FEQ is quiet, FLT and FLE signal on any NaN.
-        0x50 => {
-            let (a, b) = (F32::from_bits(s1), F32::from_bits(s2));
-            let v = match rm {
-                2 => flagged(fcsr, || a.eq(b)),
-                1 => flagged(fcsr, || a.lt(b)),
-                0 => flagged(fcsr, || a.le(b)),
-                _ => return Err(Illegal),
-            };
-            return int(v as u64);
-        }
-        0x51 => {
-            let (a, b) = (F64::from_bits(d1), F64::from_bits(d2));
-            let v = match rm {
-                2 => flagged(fcsr, || a.eq(b)),
-                1 => flagged(fcsr, || a.lt(b)),
-                0 => flagged(fcsr, || a.le(b)),
-                _ => return Err(Illegal),
-            };
-            return int(v as u64);
-        }
-        // Float to integer (SoftFloat's RISC-V build saturates and raises NV as RISC-V does).
-        0x60 | 0x61 => {
-            let r = rounding(rm, *fcsr)?;
-            let v = if funct7 == 0x60 {
-                let a = F32::from_bits(s1);
-                match rs2 {
-                    0 => sext32(flagged(fcsr, || a.to_i32(r, true)) as u32),
-                    1 => sext32(flagged(fcsr, || a.to_u32(r, true))),
-                    2 => flagged(fcsr, || a.to_i64(r, true)) as u64,
-                    3 => flagged(fcsr, || a.to_u64(r, true)),
-                    _ => return Err(Illegal),
-                }
-            } else {
-                let a = F64::from_bits(d1);
-                match rs2 {
-                    0 => sext32(flagged(fcsr, || a.to_i32(r, true)) as u32),
-                    1 => sext32(flagged(fcsr, || a.to_u32(r, true))),
-                    2 => flagged(fcsr, || a.to_i64(r, true)) as u64,
-                    3 => flagged(fcsr, || a.to_u64(r, true)),
-                    _ => return Err(Illegal),
-                }
-            };
-            return int(v);
-        }
-        // Integer to float.
-        0x68 => {
-            let r = rounding(rm, *fcsr)?;
-            let v = match rs2 {
-                0 => flagged(fcsr, || F32::from_i32(rs1_int as i32, r)),
-                1 => flagged(fcsr, || F32::from_u32(rs1_int as u32, r)),
-                2 => flagged(fcsr, || F32::from_i64(rs1_int as i64, r)),
-                3 => flagged(fcsr, || F32::from_u64(rs1_int, r)),
-                _ => return Err(Illegal),
-            };
-            f[rd] = nan_box_s(v.to_bits());
-        }
-        0x69 => {
-            let r = rounding(rm, *fcsr)?;
-            let v = match rs2 {
-                0 => flagged(fcsr, || F64::from_i32(rs1_int as i32, r)),
-                1 => flagged(fcsr, || F64::from_u32(rs1_int as u32, r)),
-                2 => flagged(fcsr, || F64::from_i64(rs1_int as i64, r)),
-                3 => flagged(fcsr, || F64::from_u64(rs1_int, r)),
-                _ => return Err(Illegal),
-            };
-            f[rd] = v.to_bits();
-        }
-        // Moves and classification.
-        0x70 if rs2 == 0 && rm == 0 => return int(sext32(f[rs1] as u32)),
-        0x70 if rs2 == 0 && rm == 1 => return int(fclass_s(s1)),
-        0x71 if rs2 == 0 && rm == 0 => return int(d1),
-        0x71 if rs2 == 0 && rm == 1 => return int(fclass_d(d1)),
-        0x78 if rs2 == 0 && rm == 0 => f[rd] = nan_box_s(rs1_int as u32),
-        0x79 if rs2 == 0 && rm == 0 => f[rd] = rs1_int,
-        _ => return Err(Illegal),
-    }
+/// FMADD, FMSUB, FNMSUB, FNMADD: -(a*b) is computed as (-a)*b, -c as c with its sign flipped.
+#[inline(always)]
+fn fused<F: Register>(
+    opcode: u32,
+    fields: &Fields,
+    f: &mut [u64; 32],
+    fcsr: &mut u32,
+) -> Result<Outcome, Illegal> {
+    let r = fields.rounding(*fcsr)?;
+    let (negate_product, negate_addend) = match opcode {
+        0x43 => (false, false),
+        0x47 => (false, true),
+        0x4b => (true, false),
+        _ => (true, true),
+    };
+    let a = F::read(f[fields.rs1]) ^ if negate_product { F::SIGN } else { 0 };
+    let b = F::read(f[fields.rs2]);
+    let c = F::read(f[fields.rs3]) ^ if negate_addend { F::SIGN } else { 0 };
+    f[fields.rd] = F::write(fused_mul_add::<F>(a, b, c, r, fcsr));
     Ok(Outcome::FpReg)
 }
 
+/// The OP-FP instructions of one format, by funct5 (funct7 without its fmt bits).
+#[inline(always)]
+fn op_fp<F: Register>(
+    funct5: u32,
+    fields: &Fields,
+    f: &mut [u64; 32],
+    fcsr: &mut u32,
+    rs1_int: u64,
+) -> Result<Outcome, Illegal> {
+    let (rd, rs2, rm) = (fields.rd, fields.rs2, fields.rm);
+    let (a, b) = (F::read(f[fields.rs1]), F::read(f[rs2]));
+    let int = |value: u64| Ok(Outcome::IntReg { rd, value });
+    let result = match funct5 {
+        0x00 => add::<F>(a, b, fields.rounding(*fcsr)?, fcsr),
+        0x01 => sub::<F>(a, b, fields.rounding(*fcsr)?, fcsr),
+        0x02 => mul::<F>(a, b, fields.rounding(*fcsr)?, fcsr),
+        0x03 => div::<F>(a, b, fields.rounding(*fcsr)?, fcsr),
+        0x0b if rs2 == 0 => sqrt::<F>(a, fields.rounding(*fcsr)?, fcsr),
+        // Sign injection: FSGNJ, FSGNJN, FSGNJX.
+        0x04 => {
+            let sign = match rm {
+                0 => b,
+                1 => !b,
+                2 => a ^ b,
+                _ => return Err(Illegal),
+            } & F::SIGN;
+            (a & !F::SIGN) | sign
+        }
+        0x05 if rm < 2 => min_max::<F>(a, b, rm == 1, fcsr),
+        0x14 => {
+            let v = match rm {
+                2 => eq::<F>(a, b, fcsr),
+                1 => lt::<F>(a, b, fcsr),
+                0 => le::<F>(a, b, fcsr),
+                _ => return Err(Illegal),
+            };
+            return int(v as u64);
+        }
+        0x18 => {
+            let kind = Int::from_rs2(rs2).ok_or(Illegal)?;
+            let v = to_int::<F>(a, kind, fields.rounding(*fcsr)?, fcsr);
+            // FCVT.W and FCVT.WU both sign-extend their 32-bit result.
+            return int(if matches!(kind, Int::I32 | Int::U32) {
+                sext32(v)
+            } else {
+                v
+            });
+        }
+        0x1a => {
+            let kind = Int::from_rs2(rs2).ok_or(Illegal)?;
+            from_int::<F>(rs1_int, kind, fields.rounding(*fcsr)?, fcsr)
+        }
+        0x1c if rs2 == 0 && rm == 0 => return int(F::move_to_int(f[fields.rs1])),
+        0x1c if rs2 == 0 && rm == 1 => return int(classify::<F>(a)),
+        0x1e if rs2 == 0 && rm == 0 => rs1_int,
+        _ => return Err(Illegal),
+    };
+    f[rd] = F::write(result);
+    Ok(Outcome::FpReg)
+}
+
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

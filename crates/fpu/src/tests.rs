@@ -7,6 +7,7 @@ const ONE_S: u32 = 0x3f80_0000;
 const TWO_S: u32 = 0x4000_0000;
 const THREE_S: u32 = 0x4040_0000;
 const ONE_D: u64 = 0x3ff0_0000_0000_0000;
+const CANONICAL_S: u32 = 0x7fc0_0000;
 
 /// Encodes an OP-FP instruction.
 fn op(funct7: u32, rs2: u32, rs1: u32, rm: u32, rd: u32) -> u32 {
