@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# cmake: SoftFloat's build. binutils/gcc-riscv64: the bare-metal ISA test programs.
+# cmake: Berkeley SoftFloat's build, the reference ftvm-fpu's differential tests compare against
+# (a dev-dependency: ftvm itself builds with cargo alone). binutils/gcc-riscv64: the bare-metal ISA test programs.
 # qemu-system-misc: the reference machine for the differential tests and benchmarks.
 # device-tree-compiler, e2fsprogs, xz-utils, cpio: image building and checks.
 # redis-tools: the host-side redis-cli and redis-benchmark the redis guest is tested with.

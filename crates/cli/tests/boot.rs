@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{MARKER, ftvm, guest_ready, text, tmp};
+use common::{MARKER, Session, ftvm, guest_ready, text, tmp};
 
 use std::process::Output;
 
@@ -168,4 +168,28 @@ fn damaged_snapshot_gets_a_clear_error() {
     let out = run(&["--snapshot", snap.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("snapshot"));
+}
+
+/// Floating point in a guest program: busybox awk computes in doubles (division, products,
+/// conversions to integers, overflow to infinity) and prints them with 17 digits, enough to show
+/// any difference in the last bit. The line is what QEMU prints for the same job on the same guest.
+#[test]
+fn a_floating_point_guest_job_prints_what_qemu_prints() {
+    guest_ready();
+    let mut s = Session::start(&["run", "--firmware", "builtin", "--clock", "virtual"]);
+    s.wait_for_after(0, MARKER, 120);
+    s.wait_for_after(0, "# ", 60);
+    let out = s.command(
+        "awk 'BEGIN { s = 0; t = 1; u = 0; for (i = 1; i <= 30000; i++) { s += 1 / i; \
+         t = t * (1 + 1 / (i * i + 0.5)); u += int(i * 1000 / 7) / 3 - i / 9 } \
+         printf \"%.17g %.17g %.17g %.17g %d\\n\", s, t, u, 1e300 * 1e10 / 3, int(-7.5) }'",
+        "FP-JOB-DONE",
+        300,
+    );
+    assert!(
+        out.contains("\n10.886184992119929 2.9690593327872867 21379279761.66666 inf -7"),
+        "the guest's floating point differs from QEMU's:\n{out}"
+    );
+    s.send("poweroff -f");
+    assert!(s.wait(60).success());
 }

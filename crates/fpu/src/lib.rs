@@ -254,6 +254,29 @@ fn op_fp<F: Register>(
     Ok(Outcome::FpReg)
 }
 
+/// The body of the `fpu_execute` fuzz target: any bytes as an instruction, its registers, fcsr
+/// and the integer operand (the guest chooses all of them). Execution must never panic.
+pub fn fuzz_execute(data: &[u8]) {
+    let mut bytes = [0u8; 4 + 3 * 8 + 8 + 1];
+    let n = data.len().min(bytes.len());
+    bytes[..n].copy_from_slice(&data[..n]);
+    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+    let insn = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+    let mut f = [0u64; 32];
+    // The instruction's own rs1, rs2 and rs3 fields pick which registers hold the operands.
+    for (k, shift) in [15, 20, 27].into_iter().enumerate() {
+        f[((insn >> shift) & 31) as usize] = word(4 + 8 * k);
+    }
+    let mut fcsr = bytes[36] as u32;
+    let before = fcsr;
+    let _ = execute(insn, &mut f, &mut fcsr, word(28));
+    assert_eq!(
+        fcsr & !FFLAGS_MASK,
+        before & !FFLAGS_MASK,
+        "only fflags change"
+    );
+}
+
 #[cfg(test)]
 mod differential;
 #[cfg(test)]

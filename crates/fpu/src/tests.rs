@@ -215,3 +215,22 @@ fn moves_and_format_conversions() {
     execute(op(0x69, 2, 0, 0, 6), &mut f, &mut 0, (-3i64) as u64).unwrap();
     assert_eq!(f[6], 0xc008_0000_0000_0000);
 }
+
+#[test]
+fn random_bytes_never_panic_the_fuzz_body() {
+    let mut x = 0x0123_4567_89ab_cdefu64;
+    let mut data = [0u8; 37];
+    for _ in 0..200_000 {
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        // Half of the cases get a valid F/D major opcode.
+        if x & 1 == 0 {
+            data[0] = (data[0] & 0x80) | [0x53, 0x43, 0x47, 0x4b, 0x4f][(x >> 8) as usize % 5];
+        }
+        fuzz_execute(&data[..(x >> 16) as usize % 38]);
+    }
+}
