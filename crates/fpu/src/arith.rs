@@ -322,10 +322,10 @@ pub fn sqrt<F: Format>(a: u64, rounding: Rounding, flags: &mut u32) -> u64 {
 /// step, y' = y (3 - m y^2) / 2, in 32-bit fixed point (about 2^-29); r0 = m y ~ sqrt(m) to as
 /// many bits; then one Newton step on the root itself, r0 + (m - r0^2) y / 2, at the scale of
 /// the result. That is within a unit or two of the root (the error is about
-/// sqrt(m) 2^extra * 1.5 e^2 for y's error e), and one exact square decides the last units:
-/// the squares' differences
-/// are small, so 64-bit wrapping arithmetic gets them exactly. Should an estimate ever be
-/// further off, a slow exact search still gives the right root.
+/// sqrt(m) 2^extra * 1.5 e^2 for y's error e, plus the rounding), and one exact square decides
+/// the last units: the squares' differences are small, so 64-bit wrapping arithmetic gets them
+/// exactly. Should an estimate ever be further off, a slow exact search still gives the right
+/// root (the tests check every single significand and millions of doubles never need it).
 #[inline(always)]
 fn sqrt_significand(m: u64, extra: i32) -> (u64, bool) {
     debug_assert!(m >> 62 != 0 && (-6..=24).contains(&extra));
