@@ -157,7 +157,10 @@ fn settle(pair: &Pair) {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         match Pair::status(&pair.primary) {
-            Some(s) if s.role == "primary" && (s.lag_ms > 100.0 || s.throttle_pct > 0.0) => {
+            Some(s)
+                if s.role == ftvm_ft::Role::Primary
+                    && (s.lag_ms > 100.0 || s.throttle_pct > 0.0) =>
+            {
                 std::thread::sleep(Duration::from_millis(100))
             }
             _ => return,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ftvm_ft::{
-    BackupLink, Control, Etcd, FtPrimary, FtVm, LockFile, Outcome, PrimaryConfig, TieBreaker,
-    Timing,
+    BackupLink, BackupPhase, Claim, Control, Etcd, FtPrimary, FtVm, LockFile, PassEnd,
+    PrimaryConfig, Role, Stop, TieBreaker, Timing,
 };
 use ftvm_host::{ClockMode, IoBackends, RunEnd};
 use ftvm_log::{LogError, Reader};
@@ -175,7 +175,7 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
         .next_generation()
         .with_context(|| format!("cannot read the tie-breaker's records ({})", tb.describe()))?;
     let cfg = args.ft.config(generation, lock, "primary")?;
-    let control = Control::new("primary (waiting for a backup)", generation);
+    let control = Control::new(Role::PrimaryWaitingForBackup, generation);
     let _socket = args.ft.serve_control(&control)?;
     let vm = FtVm::alone(
         cfg.clone(),
@@ -185,11 +185,11 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
     );
     let mut obs = match &args.listen {
         Some(listen) => {
-            control.update(|s| s.role = "primary (waiting for a backup)".into());
+            control.update(|s| s.role = Role::PrimaryWaitingForBackup);
             let (listener, at) = ftvm_ft::bind_primary(listen)?;
             eprintln!("ftvm primary: waiting for a backup on {at}");
             let channel = ftvm_ft::accept_backup(&listener)?;
-            control.update(|s| s.role = "primary".into());
+            control.update(|s| s.role = Role::Primary);
             eprintln!(
                 "ftvm primary: {} backup connected; generation {generation}; running",
                 ftvm_ft::stamp()
@@ -292,7 +292,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         io.disks.insert(slot as u8, Box::new(disk));
     }
     io.entropy = !args.no_rng;
-    let control = Control::new("backup", 0);
+    let control = Control::new(Role::Backup, 0);
     let _socket = args.ft.serve_control(&control)?;
     let (mut channel, mut hello, mut received) = match (&args.connect, &args.listen) {
         (Some(addr), _) => {
@@ -313,14 +313,16 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         (None, None) => bail!("give --connect PRIMARY or --listen ADDR"),
     };
     // One pass per primary: a primary that moves (`ftvm ctl migrate`) ends its log where the
-    // new one starts, and the backup reconnects and goes on from the same machine.
-    let (link, replayed) = loop {
+    // new one starts, and the backup reconnects and goes on from the same machine. What follows
+    // a pass is decided by `BackupPhase`; this loop runs the phases and prints them.
+    let (link, replayed, claiming) = loop {
         let link = BackupLink::start(channel, &hello, timing, control.clone())
             .context("cannot start the logging channel")?;
         let generation = link.generation;
+        let phase = BackupPhase::replaying(generation);
         control.update(|s| {
             s.generation = generation;
-            s.role = "backup".into();
+            s.role = phase.role();
         });
         eprintln!("ftvm backup: generation {generation}; replaying in lockstep");
         let status = spawn_backup_status(link.clone(), control.clone());
@@ -329,16 +331,33 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         drop(status);
         let secs = started.elapsed().as_secs_f64();
         let icount = replayed.machine.icount();
-        match &replayed.result {
-            Ok(ReplayEnd::Complete { checkpoints, .. }) => {
-                let Some(to) = link.moved_to() else {
-                    eprintln!(
-                        "ftvm backup: the primary finished at instruction {icount}; every output \
-                         and {checkpoints} checkpoints matched ({secs:.1} s); the backup stops \
-                         with it"
-                    );
-                    return Ok(0);
+        let complete = match &replayed.result {
+            Ok(ReplayEnd::Complete { .. }) => true,
+            Ok(ReplayEnd::Until { .. }) => unreachable!("no --until"),
+            Ok(ReplayEnd::LogEndsEarly { .. })
+            | Err(ReplayError::Log(LogError::Truncated { .. })) => false,
+            Err(_) => return Err(replayed.result.expect_err("an error").into()),
+        };
+        let end = PassEnd {
+            complete,
+            moved_to: link.moved_to(),
+            guest_halted: replayed.halted,
+            retired: link.retired(),
+        };
+        let phase = match phase.pass_ended(&end) {
+            BackupPhase::Stopped(Stop::PrimaryFinished) => {
+                let checkpoints = match &replayed.result {
+                    Ok(ReplayEnd::Complete { checkpoints, .. }) => *checkpoints,
+                    _ => 0,
                 };
+                eprintln!(
+                    "ftvm backup: the primary finished at instruction {icount}; every output \
+                     and {checkpoints} checkpoints matched ({secs:.1} s); the backup stops \
+                     with it"
+                );
+                return Ok(0);
+            }
+            BackupPhase::Reconnecting { to, .. } => {
                 eprintln!(
                     "ftvm backup: {} the primary moved to {to} at instruction {icount}; \
                      reconnecting",
@@ -357,18 +376,15 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
                         // The moved primary is gone before the pair re-formed: this side holds
                         // the same machine; the test-and-set decides who runs it.
                         eprintln!("ftvm backup: cannot reach the moved primary: {e:#}");
+                        BackupPhase::Reconnecting { generation, to }.reconnect_failed()
                     }
                 }
             }
-            Ok(ReplayEnd::Until { .. }) => unreachable!("no --until"),
-            Ok(ReplayEnd::LogEndsEarly { .. })
-            | Err(ReplayError::Log(LogError::Truncated { .. })) => {}
-            Err(_) => return Err(replayed.result.expect_err("an error").into()),
-        }
-        break (link, replayed);
+            other => other,
+        };
+        break (link, replayed, phase);
     };
     let generation = link.generation;
-    let tb = args.ft.tiebreaker(&args.disk, &link.lock)?;
     let icount = replayed.machine.icount();
     let (why, when) = link
         .lost()
@@ -381,38 +397,48 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         "ftvm backup: [t={when_ms}] lost the primary: {why}; replayed every record received, \
          up to instruction {icount}"
     );
-    if replayed.halted {
-        eprintln!("ftvm backup: the guest had powered off there; the backup does not go live");
-        return Ok(0);
+    match &claiming {
+        BackupPhase::Stopped(Stop::GuestPoweredOff) => {
+            eprintln!("ftvm backup: the guest had powered off there; the backup does not go live");
+            return Ok(0);
+        }
+        BackupPhase::Stopped(Stop::Retired) => {
+            eprintln!(
+                "ftvm backup: {} a new backup replaced this one at instruction {icount}; this \
+                 one stops",
+                ftvm_ft::stamp()
+            );
+            return Ok(0);
+        }
+        BackupPhase::Claiming { .. } => {}
+        other => unreachable!("after a pass: {other:?}"),
     }
-    if link.retired() {
-        eprintln!(
-            "ftvm backup: {} a new backup replaced this one at instruction {icount}; this one \
-             stops",
-            ftvm_ft::stamp()
-        );
-        return Ok(0);
-    }
+    let tb = args.ft.tiebreaker(&args.disk, &link.lock)?;
+    control.update(|s| s.role = claiming.role());
     eprintln!(
         "ftvm backup: {} test-and-set of generation {generation} on {}",
         ftvm_ft::stamp(),
         tb.describe()
     );
-    let outcome = ftvm_ft::tiebreak::decide(&*tb, generation, &who("backup"), |e| {
+    let claim = ftvm_ft::claim(&*tb, generation, &who("backup"), |e| {
         eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
     });
-    if let Outcome::Lost { winner } = outcome {
-        control.update(|s| s.role = "halted".into());
-        eprintln!(
-            "ftvm backup: {} the primary won generation {generation} ({winner}); the backup \
-             halts",
-            ftvm_ft::stamp()
-        );
-        return Ok(HALTED);
-    }
+    let next_generation = match claiming.claimed(claim) {
+        BackupPhase::Live { generation } => generation,
+        BackupPhase::Halted { winner, .. } => {
+            control.update(|s| s.role = Role::Halted);
+            eprintln!(
+                "ftvm backup: {} the primary won generation {generation} ({winner}); the backup \
+                 halts",
+                ftvm_ft::stamp()
+            );
+            return Ok(HALTED);
+        }
+        other => unreachable!("after a claim: {other:?}"),
+    };
     let cfg = args
         .ft
-        .config(generation + 1, link.lock.clone(), "primary (was backup)")?;
+        .config(next_generation, link.lock.clone(), "primary (was backup)")?;
     let vm = FtVm::alone(cfg, tb, control, args.ft.spares.clone());
     go_live(
         replayed.machine,
@@ -442,7 +468,7 @@ fn take_over(
         .ft
         .config(g, hello.lock.clone(), "primary (moved here)")?;
     control.update(|s| {
-        s.role = "primary (waiting for its backup)".into();
+        s.role = Role::PrimaryWaitingForBackup;
         s.generation = g;
     });
     let spares = args.ft.spares.clone();
@@ -476,17 +502,21 @@ fn take_over(
                     "ftvm backup: {} the backup did not reconnect; test-and-set of generation {g}",
                     ftvm_ft::stamp()
                 );
-                let outcome =
-                    ftvm_ft::tiebreak::decide(&*tb, g, &who("primary (moved here)"), |e| {
-                        eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
-                    });
-                if let Outcome::Lost { winner } = outcome {
-                    control.update(|s| s.role = "halted".into());
-                    eprintln!("ftvm backup: the backup won generation {g} ({winner}); halting");
-                    return Ok(HALTED);
-                }
+                let claim = ftvm_ft::claim(&*tb, g, &who("primary (moved here)"), |e| {
+                    eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
+                });
+                let next_generation = match claim {
+                    Claim::Won {
+                        next_generation, ..
+                    } => next_generation,
+                    Claim::Lost { winner, .. } => {
+                        control.update(|s| s.role = Role::Halted);
+                        eprintln!("ftvm backup: the backup won generation {g} ({winner}); halting");
+                        return Ok(HALTED);
+                    }
+                };
                 let mut cfg = cfg;
-                cfg.generation = g + 1;
+                cfg.generation = next_generation;
                 vm = FtVm::alone(cfg, tb, control.clone(), spares);
             }
         }
@@ -574,7 +604,7 @@ fn wait_for_clone(
     let (listener, at) = ftvm_ft::bind_primary(listen)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot listen for a primary")?;
-    control.update(|s| s.role = "backup (waiting for a primary)".into());
+    control.update(|s| s.role = Role::Spare);
     eprintln!("ftvm backup: waiting for a primary to clone itself here, on {at}");
     loop {
         let channel = ftvm_ft::accept_backup(&listener)?;
@@ -598,7 +628,7 @@ fn wait_for_clone(
             hello.clone_ram >> 20,
             hello.generation
         );
-        control.update(|s| s.role = "backup (receiving a clone)".into());
+        control.update(|s| s.role = Role::SpareReceiving);
         let started = Instant::now();
         let mut shown = Instant::now();
         let result = ftvm_ft::clone::receive_clone(&channel, hello.clone_ram, |pages| {
@@ -630,7 +660,7 @@ fn wait_for_clone(
                     ftvm_ft::stamp()
                 );
                 control.update(|s| {
-                    s.role = "backup (waiting for a primary)".into();
+                    s.role = Role::Spare;
                     s.clone = format!("from {peer}: failed: {e}");
                 });
             }
@@ -750,6 +780,9 @@ pub struct CtlArgs {
     /// add-backup / migrate: return once the clone started instead of showing it to the end.
     #[arg(long)]
     no_wait: bool,
+    /// status: one JSON object per socket (the role as a tagged enum) instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `ftvm ctl add-backup` / `migrate`: asks the primary to clone itself and shows the clone's
@@ -826,7 +859,7 @@ pub fn ctl(args: CtlArgs) -> Result<i32> {
         let to = args.to.as_deref().unwrap_or_default();
         return clone_to(path, &args.command, to, !args.no_wait);
     }
-    if args.command == "status" {
+    if args.command == "status" && !args.json {
         println!(
             "{:<30} {:>4} {:>14} {:>9} {:>12} {:>9} {:>5} {:>8}  peer",
             "role", "gen", "icount", "lag ms", "log bytes", "Mbit/s", "held", "throttle"
@@ -845,6 +878,10 @@ pub fn ctl(args: CtlArgs) -> Result<i32> {
         if args.command == "status" {
             let s: ftvm_ft::Status = serde_json::from_str(&reply)
                 .with_context(|| format!("{}: unexpected reply {reply:?}", path.display()))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&s)?);
+                continue;
+            }
             println!(
                 "{:<30} {:>4} {:>14} {:>9.1} {:>12} {:>9.3} {:>5} {:>7.0}%  {}",
                 s.role,

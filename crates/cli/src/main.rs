@@ -155,7 +155,7 @@ fn run(args: RunArgs) -> Result<i32> {
     let mut runner = Runner::new(machine, args.clock);
     runner.io = io;
     runner.stop_at = args.until;
-    let control = ftvm_ft::Control::new("solo (no FT)", 0);
+    let control = ftvm_ft::Control::new(ftvm_ft::Role::Solo, 0);
     let _socket = ft::serve_control(args.control.as_deref(), &control)?;
     let interactive = std::io::stdin().is_terminal();
     let mut host =

@@ -150,7 +150,19 @@ impl Drop for SwitchProcess {
 /// Sends `len` bytes to the echo service at `addr` and checks they come back unchanged.
 fn echo_round_trip(addr: impl std::net::ToSocketAddrs, len: usize) {
     use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    // The guest's `nc` starts in the background after the shell answered: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let addr: Vec<_> = addr.to_socket_addrs().unwrap().collect();
+    let mut conn = loop {
+        match std::net::TcpStream::connect(&addr[..]) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("the guest's echo service never answered: {e}"),
+        }
+    };
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let msg: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();

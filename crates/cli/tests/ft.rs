@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ft_load::Load;
 use ft_pair::{Pair, PairSpec};
+use ftvm_ft::Role;
 use resp::{Redis, Reply, check_keys};
 
 /// One pair at a time: each is three busy processes, and failure detection should not be
@@ -123,7 +124,7 @@ fn failover_under_load(name: &str, load: Load, kill_after: Duration) {
     let log = pair.backup().log.text();
     assert!(log.contains("live as generation 2"), "{name}: {log}");
     let s = Pair::status(pair.backup()).expect("the live VM answers its control socket");
-    assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 2));
+    assert_eq!((s.role, s.generation), (Role::PrimaryAlone, 2));
     eprintln!("{name}: {n} acknowledged writes kept across the failover");
 }
 
@@ -208,7 +209,7 @@ fn a_killed_backup_leaves_the_primary_serving_alone() {
         "{log}"
     );
     let s = Pair::status(&pair.primary).unwrap();
-    assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 2));
+    assert_eq!((s.role, s.generation), (Role::PrimaryAlone, 2));
 }
 
 /// A TCP relay for the logging channel that a test can cut while both ends stay up (a
@@ -314,6 +315,24 @@ fn ctl_poweroff_stops_both_without_a_failover() {
             && table.lines().nth(2).unwrap().starts_with("backup "),
         "{table}"
     );
+    // The same as typed JSON, one object per side, roles matched as variants.
+    let json = ftvm()
+        .args(["ctl", "status", "--json", "--socket"])
+        .arg(&pair.primary.control)
+        .arg("--socket")
+        .arg(&pair.backup().control)
+        .output()
+        .unwrap();
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let sides: Vec<ftvm_ft::Status> = text(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a status object per line"))
+        .collect();
+    assert_eq!(
+        sides.iter().map(|s| &s.role).collect::<Vec<_>>(),
+        [&Role::Primary, &Role::Backup]
+    );
+    assert!(sides.iter().all(|s| s.generation == sides[0].generation));
     let off = ftvm()
         .args(["ctl", "poweroff", "--socket"])
         .arg(&pair.primary.control)
@@ -539,7 +558,7 @@ fn two_failovers_in_a_row_with_a_new_backup_between() {
         .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     pair.set_backup(spare);
     let s = Pair::status(&pair.primary).unwrap();
-    assert_eq!((s.role.as_str(), s.generation), ("primary", 2));
+    assert_eq!((s.role, s.generation), (Role::Primary, 2));
     w.write(200).unwrap();
     ft_load::kill_primary(&mut pair, &mut w, 200)
         .unwrap_or_else(|e| panic!("{e:#}\nspare:\n{}", pair.primary.log.text()));
@@ -582,7 +601,7 @@ fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
     // The primary ran on alone, unharmed; a retry to a good target works.
     w.write(100).unwrap();
     let s = Pair::status(&pair.primary).unwrap();
-    assert_eq!((s.role.as_str(), s.generation), ("primary (alone)", 1));
+    assert_eq!((s.role, s.generation), (Role::PrimaryAlone, 1));
     pair.clone_into_spare("spare", "add-backup", Duration::from_secs(120), || {
         w.write(10)
     })
@@ -630,7 +649,7 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     let backup = pair.backup().log.text();
     assert!(backup.contains("the primary moved to"), "{backup}");
     let s = Pair::status(&pair.primary).unwrap();
-    assert_eq!((s.role.as_str(), s.generation), ("primary", 2));
+    assert_eq!((s.role, s.generation), (Role::Primary, 2));
     // The backup checked the moved primary's starting state hash against its own replay,
     // and every checkpoint since: a failover to it keeps every write.
     ft_load::kill_primary(&mut pair, &mut w, 300)

@@ -371,9 +371,14 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         let hello = read_hello(&s, timing).unwrap();
-        let link =
-            BackupLink::start_with_limit(s, &hello, timing, Control::new("backup", 0), 8 << 20)
-                .unwrap();
+        let link = BackupLink::start_with_limit(
+            s,
+            &hello,
+            timing,
+            Control::new(crate::Role::Backup, 0),
+            8 << 20,
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(500));
         let held = link.inbox.lock().buf.len();
         assert!(held <= 8 << 20, "{held} bytes held");

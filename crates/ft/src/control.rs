@@ -11,11 +11,73 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// What a side of a pair is doing, as `ftvm ctl status` shows it (its text) and `--json`
+/// gives it (a tagged enum, for scripts and tests to match on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Not yet anything: the process is starting.
+    #[default]
+    Starting,
+    /// A VM run without FT (`ftvm run --control`).
+    Solo,
+    /// A primary whose backup runs in lockstep.
+    Primary,
+    /// A primary without a backup: FT off, or it won against a lost backup.
+    PrimaryAlone,
+    /// A primary waiting for a backup to connect (its first, or a migrated primary's own).
+    PrimaryWaitingForBackup,
+    /// A backup replaying the primary's log.
+    Backup,
+    /// A backup that lost its primary, claiming the generation.
+    BackupClaiming,
+    /// A spare host waiting for a primary to clone itself here.
+    Spare,
+    /// A spare receiving a clone.
+    SpareReceiving,
+    /// Lost a claim: halted without another output.
+    Halted,
+    /// Stopped without going live (the VM powered off, or a newer backup replaced this one).
+    Stopped,
+    /// This primary moved to the host at `to`; its run ended here.
+    MovedTo { to: String },
+}
+
+impl Role {
+    /// A primary in any state: only a primary clones or migrates.
+    pub fn is_primary(&self) -> bool {
+        matches!(
+            self,
+            Role::Primary | Role::PrimaryAlone | Role::PrimaryWaitingForBackup
+        )
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Role::Starting => "starting",
+            Role::Solo => "solo (no FT)",
+            Role::Primary => "primary",
+            Role::PrimaryAlone => "primary (alone)",
+            Role::PrimaryWaitingForBackup => "primary (waiting for a backup)",
+            Role::Backup => "backup",
+            Role::BackupClaiming => "backup (claiming)",
+            Role::Spare => "backup (waiting for a primary)",
+            Role::SpareReceiving => "backup (receiving a clone)",
+            Role::Halted => "halted",
+            Role::Stopped => "stopped",
+            Role::MovedTo { to } => return write!(f, "moved to {to}"),
+        };
+        f.write_str(text)
+    }
+}
+
 /// What `ftvm ctl status` shows for one side of a pair.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
-    /// `primary`, `backup`, `primary (alone)` after the peer was lost, `halted` for a loser.
-    pub role: String,
+    /// What this side is doing.
+    pub role: Role,
     /// The FT generation (bumped by every failover).
     pub generation: u64,
     /// Guest instructions executed (replayed, on a backup).
@@ -64,11 +126,11 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(role: &str, generation: u64) -> Arc<Control> {
+    pub fn new(role: Role, generation: u64) -> Arc<Control> {
         let c = Control::default();
         {
             let mut s = c.status.lock().expect("fresh");
-            s.role = role.into();
+            s.role = role;
             s.generation = generation;
         }
         Arc::new(c)
@@ -147,7 +209,7 @@ fn answer(conn: UnixStream, control: &Control) -> std::io::Result<()> {
                 .lock()
                 .map(|s| s.role.clone())
                 .unwrap_or_default();
-            if !role.starts_with("primary") {
+            if !role.is_primary() {
                 format!("error: this VM is a {role}; ask the primary")
             } else if target.is_empty() || target.contains(char::is_whitespace) {
                 format!("error: {verb} takes HOST:PORT")
@@ -225,13 +287,13 @@ mod tests {
     fn status_and_poweroff_over_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm.ctl");
-        let control = Control::new("primary", 3);
+        let control = Control::new(Role::Primary, 3);
         control.update(|s| s.held_outputs = 2);
         let guard = serve(&path, control.clone()).unwrap();
         let s: Status = serde_json::from_str(&request(&path, "status").unwrap()).unwrap();
         assert_eq!(
-            (s.role.as_str(), s.generation, s.held_outputs),
-            ("primary", 3, 2)
+            (s.role, s.generation, s.held_outputs),
+            (Role::Primary, 3, 2)
         );
         assert!(!control.power_off_requested());
         assert_eq!(request(&path, "poweroff").unwrap(), "ok");
@@ -257,7 +319,7 @@ mod tests {
         );
         control.cloning.store(false, Ordering::Relaxed);
         assert!(request(&path, "add-backup").unwrap().starts_with("error"));
-        control.update(|s| s.role = "backup".into());
+        control.update(|s| s.role = Role::Backup);
         assert!(
             request(&path, "add-backup host:4")
                 .unwrap()

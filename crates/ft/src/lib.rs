@@ -8,7 +8,8 @@
 //! runs when the pair splits; [`announce`] moves the network to a backup that goes live.
 //! [`clone`] copies a running VM into a new backup (pre-copy rounds, then a short pause), and
 //! [`FtVm`] is a VM's observer for its whole life: alone, cloning, paired, alone again, so
-//! redundancy comes back after a failover and either side of a pair can move.
+//! redundancy comes back after a failover and either side of a pair can move. [`role`] holds
+//! the backup's decisions as typed phases and the one [`claim`] step every side takes.
 //!
 //! Invariants: an output leaves the primary only after the backup holds the log up to it, or
 //! after the primary won the test-and-set; the loser of a test-and-set never shows another
@@ -23,6 +24,7 @@ pub mod clone;
 pub mod control;
 mod etcd;
 mod primary;
+pub mod role;
 pub mod tiebreak;
 mod vm;
 mod wire;
@@ -33,9 +35,10 @@ pub use backup::{BackupLink, InboxReader, read_hello};
 pub use channel::{
     ChannelError, accept_backup, accept_within, bind_primary, connect_to_backup, connect_to_primary,
 };
-pub use control::{Alone, Control, Status};
+pub use control::{Alone, Control, Role, Status};
 pub use etcd::{Etcd, PrivateEtcd};
 pub use primary::{FtPrimary, PrimaryConfig};
+pub use role::{BackupPhase, Claim, PassEnd, Stop, claim};
 pub use tiebreak::{LockFile, Outcome, TieBreaker};
 pub use vm::FtVm;
 pub use wire::{Hello, ToBackup, ToPrimary, WireError, fuzz_wire};

@@ -25,8 +25,9 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
-use crate::control::Control;
-use crate::tiebreak::{Outcome, TieBreaker, decide};
+use crate::control::{Control, Role};
+use crate::role::{Claim, claim};
+use crate::tiebreak::TieBreaker;
 use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary};
 use crate::{Timing, stamp};
 
@@ -758,30 +759,32 @@ impl FtPrimary {
             stamp(),
             self.tb.describe()
         );
-        let outcome = decide(&*self.tb, g, &self.cfg.who, |e| {
+        let answer = claim(&*self.tb, g, &self.cfg.who, |e| {
             eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
         });
-        match outcome {
-            Outcome::Won => {
+        match answer {
+            Claim::Won {
+                next_generation, ..
+            } => {
                 self.alone = true;
                 self.link.lock().alone = true;
                 self.link.to_send.notify_all();
                 self.link.progress.notify_all();
                 self.control.update(|s| {
-                    s.role = "primary (alone)".into();
-                    s.generation = g + 1;
+                    s.role = Role::PrimaryAlone;
+                    s.generation = next_generation;
                     s.peer = "none".into();
                 });
                 eprintln!(
                     "ftvm primary: {} won generation {g}; continuing alone as generation {}, \
                      outputs flow without acks",
                     stamp(),
-                    g + 1
+                    next_generation
                 );
                 Gate::Release(u64::MAX)
             }
-            Outcome::Lost { winner } => {
-                self.control.update(|s| s.role = "halted".into());
+            Claim::Lost { winner, .. } => {
+                self.control.update(|s| s.role = Role::Halted);
                 eprintln!(
                     "ftvm primary: {} the backup won generation {g} ({winner}); this VM halts \
                      without another output",

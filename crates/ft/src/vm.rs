@@ -22,10 +22,11 @@ use ftvm_log::{LogHeader, StartState};
 use ftvm_machine::{Effect, InputEvent, Machine};
 
 use crate::clone::{CloneJob, Step};
-use crate::control::Control;
+use crate::control::{Control, Role};
 use crate::primary::{FtPrimary, PrimaryConfig};
+use crate::role::{Claim, claim};
 use crate::stamp;
-use crate::tiebreak::{Outcome, TieBreaker, decide};
+use crate::tiebreak::TieBreaker;
 
 /// How long a switch to a new backup waits for the old one to ack the log.
 const SWITCH_PATIENCE: Duration = Duration::from_secs(2);
@@ -85,7 +86,7 @@ impl FtVm {
         self.cfg.generation = g;
         self.pair = Some(pair);
         self.control.update(|s| {
-            s.role = "primary".into();
+            s.role = Role::Primary;
             s.generation = g;
         });
         self
@@ -116,7 +117,7 @@ impl FtVm {
     fn show_alone(&self) {
         let g = self.cfg.generation;
         self.control.update(|s| {
-            s.role = "primary (alone)".into();
+            s.role = Role::PrimaryAlone;
             s.generation = g;
             s.peer = "none".into();
             s.lag_ms = 0.0;
@@ -224,7 +225,7 @@ impl FtVm {
                     progress.summary(paused)
                 );
                 self.control.update(|s| {
-                    s.role = format!("moved to {target}");
+                    s.role = Role::MovedTo { to: target.clone() };
                     s.clone = format!("to {target}: moved at instruction {icount}");
                     s.clones_done += 1;
                 });
@@ -250,23 +251,24 @@ impl FtVm {
         if let Some(old) = self.pair.take() {
             // Nothing is held here (see `tend`), so the old backup holds everything the VM has
             // shown; it must never go live again: this side takes its generation.
-            match decide(&*self.tb, g, &self.cfg.who, |e| {
+            match claim(&*self.tb, g, &self.cfg.who, |e| {
                 eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
             }) {
-                Outcome::Won => {}
-                Outcome::Lost { winner } => {
+                Claim::Won {
+                    next_generation, ..
+                } => g = next_generation,
+                Claim::Lost { winner, .. } => {
                     eprintln!(
                         "ftvm primary: {} the old backup won generation {g} ({winner}); this \
                          VM halts without another output",
                         stamp()
                     );
-                    self.control.update(|s| s.role = "halted".into());
+                    self.control.update(|s| s.role = Role::Halted);
                     self.fenced = true;
                     return;
                 }
             }
             old.retire();
-            g += 1;
             self.cfg.generation = g;
         }
         let icount = m.icount();
@@ -302,7 +304,7 @@ impl FtVm {
                     progress.summary(paused)
                 );
                 self.control.update(|s| {
-                    s.role = "primary".into();
+                    s.role = Role::Primary;
                     s.generation = g;
                     s.clone = format!(
                         "to {target}: done at instruction {icount}, {} rounds, paused {:.1} ms",
