@@ -86,10 +86,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     say("restoring redundancy: the new primary clones itself into the spare while it serves");
     let live_at = pair.primary.log.stamp_of(" live as generation");
     let started = Instant::now();
-    let mut last = String::new();
+    let mut last = ftvm_ft::CloneStatus::None;
     loop {
         let s = Pair::status(&pair.primary).context("the new primary's status")?;
-        if s.clone != last && !s.clone.is_empty() {
+        if s.clone != last && s.clone != ftvm_ft::CloneStatus::None {
             say(&format!("  clone {}", s.clone));
             last = s.clone.clone();
         }
@@ -97,7 +97,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             break;
         }
         anyhow::ensure!(
-            !s.clone.contains(": failed: ") && started.elapsed() < Duration::from_secs(120),
+            !s.clone.failed() && started.elapsed() < Duration::from_secs(120),
             "the clone into the spare did not complete: {}",
             s.clone
         );
@@ -106,10 +106,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
     pair.set_backup(spare);
     let in_sync = pair.primary.log.stamp_of("in lockstep from instruction");
     if let (Some(live), Some(sync)) = (live_at, in_sync) {
+        let paused = match &last {
+            ftvm_ft::CloneStatus::To {
+                state: ftvm_ft::CloneState::Done { paused_ms, .. },
+                ..
+            } => format!(" (paused {paused_ms:.1} ms)"),
+            _ => String::new(),
+        };
         say(&format!(
-            "redundancy restored {} ms after the backup went live ({})",
+            "redundancy restored {} ms after the backup went live{paused}",
             sync.saturating_sub(live),
-            last.split(", ").last().unwrap_or_default()
         ));
     }
     let g = failover(&mut pair, 2.0, args.keys_after, "the spare")?;

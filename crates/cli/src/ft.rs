@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ftvm_ft::{
-    BackupLink, BackupPhase, Claim, Control, Etcd, FtPrimary, FtVm, LockFile, PassEnd,
-    PrimaryConfig, Role, Stop, TieBreaker, Timing,
+    BackupLink, BackupPhase, Claim, CloneState, CloneStatus, Control, Etcd, FtPrimary, FtVm,
+    LockFile, PassEnd, PrimaryConfig, Role, Stop, TieBreaker, Timing,
 };
 use ftvm_host::{ClockMode, IoBackends, RunEnd};
 use ftvm_log::{LogError, Reader};
@@ -450,6 +450,14 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     )
 }
 
+/// The status of a clone this host receives from `peer`.
+fn clone_from(peer: &str, state: CloneState) -> CloneStatus {
+    CloneStatus::From {
+        from: peer.to_string(),
+        state,
+    }
+}
+
 /// A migration: this host receives the primary. The moving primary's backup reconnects here
 /// and the pair goes on at the same generation; if it does not come, the test-and-set decides
 /// between it and this side (both hold the same machine).
@@ -632,7 +640,7 @@ fn wait_for_clone(
         let started = Instant::now();
         let mut shown = Instant::now();
         let result = ftvm_ft::clone::receive_clone(&channel, hello.clone_ram, |pages| {
-            control.update(|s| s.clone = format!("from {peer}: {pages} pages received"));
+            control.update(|s| s.clone = clone_from(&peer, CloneState::Receiving { pages }));
             if shown.elapsed() >= Duration::from_secs(1) {
                 shown = Instant::now();
                 eprintln!(
@@ -650,7 +658,7 @@ fn wait_for_clone(
                     started.elapsed().as_secs_f64(),
                     machine.icount()
                 );
-                control.update(|s| s.clone = format!("from {peer}: complete"));
+                control.update(|s| s.clone = clone_from(&peer, CloneState::Complete));
                 return Ok((listener, channel, hello, Some(machine)));
             }
             Err(e) => {
@@ -661,7 +669,7 @@ fn wait_for_clone(
                 );
                 control.update(|s| {
                     s.role = Role::Spare;
-                    s.clone = format!("from {peer}: failed: {e}");
+                    s.clone = clone_from(&peer, CloneState::Failed { why: e.to_string() });
                 });
             }
         }
@@ -807,13 +815,22 @@ fn clone_to(path: &Path, verb: &str, to: &str, wait: bool) -> Result<i32> {
         return Ok(0);
     }
     let started = Instant::now();
-    let mut last = String::new();
+    let mut last = CloneStatus::None;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let s = match status(path) {
             Ok(s) => s,
             // A moved primary stops once its backup has the log's end.
-            Err(_) if verb == "migrate" && last.contains("moved at") => {
+            Err(_)
+                if verb == "migrate"
+                    && matches!(
+                        last,
+                        CloneStatus::To {
+                            state: CloneState::Moved { .. },
+                            ..
+                        }
+                    ) =>
+            {
                 println!(
                     "the primary moved to {to} after {:.2} s",
                     started.elapsed().as_secs_f64()
@@ -845,7 +862,7 @@ fn clone_to(path: &Path, verb: &str, to: &str, wait: bool) -> Result<i32> {
             );
             return Ok(0);
         }
-        if s.clone.contains(": failed:") && s.clone.starts_with(&format!("to {to}")) {
+        if s.clone.failure_to(to).is_some() {
             return Ok(1);
         }
     }
@@ -894,7 +911,7 @@ pub fn ctl(args: CtlArgs) -> Result<i32> {
                 s.throttle_pct,
                 s.peer
             );
-            if !s.clone.is_empty() {
+            if s.clone != CloneStatus::None {
                 println!("{:<30} clone {}", "", s.clone);
             }
         } else if reply != "ok" {

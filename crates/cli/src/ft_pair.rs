@@ -366,15 +366,12 @@ impl Pair {
                 CloneState::Failed("the primary stopped answering".into())
             });
         };
-        let about_it = s.clone.starts_with(&format!("to {to}:"));
         Ok(if s.clones_done > before {
             CloneState::Done
-        } else if let Some(why) = s.clone.split(": failed: ").nth(1)
-            && about_it
-        {
+        } else if let Some(why) = s.clone.failure_to(to) {
             CloneState::Failed(why.to_string())
         } else {
-            CloneState::Running(s.clone)
+            CloneState::Running(s.clone.to_string())
         })
     }
 

@@ -177,51 +177,36 @@ trait Significand: Copy + Ord + std::ops::Add<Output = Self> + std::ops::Sub<Out
     ) -> u64;
 }
 
-impl Significand for u64 {
-    const ZERO: u64 = 0;
-    #[inline(always)]
-    fn lead_below_top(exp: i32, sig: u64) -> (i32, u64) {
-        let shift = sig.leading_zeros() - 2;
-        (exp - shift as i32, sig << shift)
-    }
-    #[inline(always)]
-    fn shift_right_jam(self, n: u32) -> u64 {
-        shift_right_jam(self, n)
-    }
-    #[inline(always)]
-    fn round_pack<F: Format>(
-        negative: bool,
-        exp: i32,
-        sig: u64,
-        r: Rounding,
-        flags: &mut u32,
-    ) -> u64 {
-        round_pack::<F>(negative, exp, sig, r, flags)
-    }
+/// The two widths differ only in which jam and which rounding entry they use.
+macro_rules! significand {
+    ($t:ty, $jam:ident, $round:ident) => {
+        impl Significand for $t {
+            const ZERO: $t = 0;
+            #[inline(always)]
+            fn lead_below_top(exp: i32, sig: $t) -> (i32, $t) {
+                let shift = sig.leading_zeros() - 2;
+                (exp - shift as i32, sig << shift)
+            }
+            #[inline(always)]
+            fn shift_right_jam(self, n: u32) -> $t {
+                $jam(self, n)
+            }
+            #[inline(always)]
+            fn round_pack<F: Format>(
+                negative: bool,
+                exp: i32,
+                sig: $t,
+                r: Rounding,
+                flags: &mut u32,
+            ) -> u64 {
+                $round::<F>(negative, exp, sig, r, flags)
+            }
+        }
+    };
 }
 
-impl Significand for u128 {
-    const ZERO: u128 = 0;
-    #[inline(always)]
-    fn lead_below_top(exp: i32, sig: u128) -> (i32, u128) {
-        let shift = sig.leading_zeros() - 2;
-        (exp - shift as i32, sig << shift)
-    }
-    #[inline(always)]
-    fn shift_right_jam(self, n: u32) -> u128 {
-        shift_right_jam_128(self, n)
-    }
-    #[inline(always)]
-    fn round_pack<F: Format>(
-        negative: bool,
-        exp: i32,
-        sig: u128,
-        r: Rounding,
-        flags: &mut u32,
-    ) -> u64 {
-        round_pack_wide::<F>(negative, exp, sig, r, flags)
-    }
-}
+significand!(u64, shift_right_jam, round_pack);
+significand!(u128, shift_right_jam_128, round_pack_wide);
 
 /// product * 2^ep + mc * 2^ec, signed, rounded once. In S, a single's 48-bit product and
 /// 24-bit addend fit a u64 with room to spare, a double's 106 and 53 bits a u128.

@@ -73,6 +73,117 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// The latest live clone a side sent (`To`) or received (`From`), and where it stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloneStatus {
+    /// No clone yet.
+    #[default]
+    None,
+    /// This VM is cloning itself to the host at `to`.
+    To { to: String, state: CloneState },
+    /// This host is receiving a clone from `from`.
+    From { from: String, state: CloneState },
+}
+
+/// A clone's progress or end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloneState {
+    Starting,
+    /// Pre-copy rounds on the running VM (the sender's view).
+    Copying {
+        round: u32,
+        pages_copied: u64,
+        pages_held: u64,
+        mib_sent: f64,
+        seconds: f64,
+    },
+    /// Pages in so far (the receiver's view).
+    Receiving {
+        pages: u64,
+    },
+    /// The new backup runs in lockstep from `icount`.
+    Done {
+        icount: u64,
+        rounds: u32,
+        paused_ms: f64,
+    },
+    /// The primary moved there at `icount`.
+    Moved {
+        icount: u64,
+    },
+    /// The receiver holds the whole machine, its state hash checked.
+    Complete,
+    Failed {
+        why: String,
+    },
+}
+
+impl CloneStatus {
+    /// A clone to `to` that failed: why.
+    pub fn failure_to(&self, target: &str) -> Option<&str> {
+        match self {
+            CloneStatus::To {
+                to,
+                state: CloneState::Failed { why },
+            } if to == target => Some(why),
+            _ => None,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(
+            self,
+            CloneStatus::To {
+                state: CloneState::Failed { .. },
+                ..
+            } | CloneStatus::From {
+                state: CloneState::Failed { .. },
+                ..
+            }
+        )
+    }
+}
+
+impl std::fmt::Display for CloneStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (direction, peer, state) = match self {
+            CloneStatus::None => return Ok(()),
+            CloneStatus::To { to, state } => ("to", to, state),
+            CloneStatus::From { from, state } => ("from", from, state),
+        };
+        write!(f, "{direction} {peer}: ")?;
+        match state {
+            CloneState::Starting => write!(f, "starting"),
+            CloneState::Copying {
+                round,
+                pages_copied,
+                pages_held,
+                mib_sent,
+                seconds,
+            } => write!(
+                f,
+                "round {}, {pages_copied} pages copied, {pages_held} held there, {mib_sent:.1} \
+                 MiB sent, {seconds:.1} s",
+                round + 1
+            ),
+            CloneState::Receiving { pages } => write!(f, "{pages} pages received"),
+            CloneState::Done {
+                icount,
+                rounds,
+                paused_ms,
+            } => write!(
+                f,
+                "done at instruction {icount}, {rounds} rounds, paused {paused_ms:.1} ms"
+            ),
+            CloneState::Moved { icount } => write!(f, "moved at instruction {icount}"),
+            CloneState::Complete => write!(f, "complete"),
+            CloneState::Failed { why } => write!(f, "failed: {why}"),
+        }
+    }
+}
+
 /// What `ftvm ctl status` shows for one side of a pair.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -100,9 +211,9 @@ pub struct Status {
     pub output_delay_ms: [f64; 2],
     /// Outputs (barriers) released after an ack.
     pub outputs_released: u64,
-    /// The latest live clone into a new backup: its progress, or how it ended.
+    /// The latest live clone, sent or received: its progress, or how it ended.
     #[serde(default)]
-    pub clone: String,
+    pub clone: CloneStatus,
     /// Live clones that completed (each one a new backup).
     #[serde(default)]
     pub clones_done: u64,

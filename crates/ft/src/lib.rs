@@ -35,7 +35,7 @@ pub use backup::{BackupLink, InboxReader, read_hello};
 pub use channel::{
     ChannelError, accept_backup, accept_within, bind_primary, connect_to_backup, connect_to_primary,
 };
-pub use control::{Alone, Control, Role, Status};
+pub use control::{Alone, CloneState, CloneStatus, Control, Role, Status};
 pub use etcd::{Etcd, PrivateEtcd};
 pub use primary::{FtPrimary, PrimaryConfig};
 pub use role::{BackupPhase, Claim, PassEnd, Stop, claim};

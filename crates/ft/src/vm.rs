@@ -22,11 +22,19 @@ use ftvm_log::{LogHeader, StartState};
 use ftvm_machine::{Effect, InputEvent, Machine};
 
 use crate::clone::{CloneJob, Step};
-use crate::control::{Control, Role};
+use crate::control::{CloneState, CloneStatus, Control, Role};
 use crate::primary::{FtPrimary, PrimaryConfig};
 use crate::role::{Claim, claim};
 use crate::stamp;
 use crate::tiebreak::TieBreaker;
+
+/// The status of a clone this VM sends to `to`.
+fn clone_to(to: &str, state: CloneState) -> CloneStatus {
+    CloneStatus::To {
+        to: to.to_string(),
+        state,
+    }
+}
 
 /// How long a switch to a new backup waits for the old one to ack the log.
 const SWITCH_PATIENCE: Duration = Duration::from_secs(2);
@@ -36,22 +44,62 @@ pub struct FtVm {
     cfg: PrimaryConfig,
     tb: Arc<dyn TieBreaker>,
     control: Arc<Control>,
-    pair: Option<FtPrimary>,
+    pairing: Pairing,
     clone: Option<CloneJob>,
     /// Where to clone a new backup when the VM runs alone.
     spares: VecDeque<String>,
     /// Added to the pair's tickets: everything of earlier pairs sorts before.
     base: u64,
     last_ticket: u64,
-    /// Lost the old generation's lock while switching backups: this VM must stop.
-    fenced: bool,
     /// Set by [`FtVm::end`]: no new pair may start after the run ended.
     ended: bool,
     /// A clone is ready: release every held output (once the backup acks them) so the switch
     /// happens with nothing held and no I/O in flight.
     quiesce: bool,
-    /// This VM moved to the primary at this address: its run ends here.
-    moved: Option<String>,
+}
+
+/// Where the VM stands with respect to a backup: one of these at a time.
+enum Pairing {
+    /// No backup: FT off, or the last one was lost and this side won.
+    Alone,
+    /// A backup runs in lockstep.
+    Paired(FtPrimary),
+    /// The VM moved to the primary at `to`; its backup, told so, follows there. The run ends
+    /// here, and the pair is kept only to hand the backup the log's end.
+    Moved { to: String, pair: Option<FtPrimary> },
+    /// Lost the old generation's claim while switching backups: no output may leave again.
+    Fenced,
+}
+
+impl Pairing {
+    fn pair(&self) -> Option<&FtPrimary> {
+        match self {
+            Pairing::Paired(p) | Pairing::Moved { pair: Some(p), .. } => Some(p),
+            _ => None,
+        }
+    }
+
+    fn pair_mut(&mut self) -> Option<&mut FtPrimary> {
+        match self {
+            Pairing::Paired(p) | Pairing::Moved { pair: Some(p), .. } => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The current backup's pair, leaving the VM alone (a moved or fenced VM keeps its phase).
+    fn take_pair(&mut self) -> Option<FtPrimary> {
+        match std::mem::replace(self, Pairing::Alone) {
+            Pairing::Paired(p) => Some(p),
+            Pairing::Moved { to, pair } => {
+                *self = Pairing::Moved { to, pair: None };
+                pair
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 impl FtVm {
@@ -66,15 +114,13 @@ impl FtVm {
             cfg,
             tb,
             control,
-            pair: None,
+            pairing: Pairing::Alone,
             clone: None,
             spares: spares.into(),
             base: 1,
             last_ticket: 1,
-            fenced: false,
             ended: false,
             quiesce: false,
-            moved: None,
         };
         vm.show_alone();
         vm
@@ -84,7 +130,7 @@ impl FtVm {
     pub fn paired(mut self, pair: FtPrimary) -> FtVm {
         let g = pair.generation();
         self.cfg.generation = g;
-        self.pair = Some(pair);
+        self.pairing = Pairing::Paired(pair);
         self.control.update(|s| {
             s.role = Role::Primary;
             s.generation = g;
@@ -98,17 +144,17 @@ impl FtVm {
 
     /// Log bytes of the current pair.
     pub fn log_bytes(&self) -> u64 {
-        self.pair.as_ref().map_or(0, |p| p.log_bytes())
+        self.pairing.pair().map_or(0, |p| p.log_bytes())
     }
 
     /// Time the current pair's log spent waiting for room in its outbox.
     pub fn stalled(&self) -> Duration {
-        self.pair.as_ref().map_or(Duration::ZERO, |p| p.stalled())
+        self.pairing.pair().map_or(Duration::ZERO, |p| p.stalled())
     }
 
     /// After the run: lets the current backup get the log's end (see [`FtPrimary::finish`]).
-    pub fn finish(self, patience: Duration) -> bool {
-        match self.pair {
+    pub fn finish(mut self, patience: Duration) -> bool {
+        match self.pairing.take_pair() {
             Some(p) => p.finish(patience),
             None => true,
         }
@@ -126,7 +172,7 @@ impl FtVm {
 
     /// The pair lost its backup and this side won: run alone, and clone into a spare.
     fn on_alone(&mut self) {
-        if let Some(p) = self.pair.take() {
+        if let Some(p) = self.pairing.take_pair() {
             self.cfg.generation = p.generation() + 1;
             self.show_alone();
         }
@@ -134,11 +180,14 @@ impl FtVm {
 
     /// Where the VM moved (`ftvm ctl migrate`), if it did: its run ended for that.
     pub fn moved_to(&self) -> Option<&str> {
-        self.moved.as_deref()
+        match &self.pairing {
+            Pairing::Moved { to, .. } => Some(to),
+            _ => None,
+        }
     }
 
     fn start_clone(&mut self, target: String, ram_size: u64, migrate: bool) {
-        let (generation, takeover) = match (migrate, self.pair.is_some()) {
+        let (generation, takeover) = match (migrate, self.pairing.pair().is_some()) {
             // The moved primary continues this pair (or this VM's generation, alone).
             (true, paired) => (self.cfg.generation, Some(paired)),
             // Moving the backup: the new pair takes the next generation at the switch.
@@ -165,7 +214,7 @@ impl FtVm {
                     }
                 );
                 self.control
-                    .update(|s| s.clone = format!("to {target}: starting"));
+                    .update(|s| s.clone = clone_to(&target, CloneState::Starting));
                 self.set_clone(Some(job));
             }
             Err(e) => self.clone_failed(&target, &e.to_string()),
@@ -183,25 +232,26 @@ impl FtVm {
         eprintln!(
             "ftvm primary: {} the clone to {target} failed: {why}; the VM runs on {}",
             stamp(),
-            if self.pair.is_some() {
+            if self.pairing.pair().is_some() {
                 "with its backup"
             } else {
                 "alone"
             }
         );
         self.control
-            .update(|s| s.clone = format!("to {target}: failed: {why}"));
+            .update(|s| s.clone = clone_to(target, CloneState::Failed { why: why.into() }));
     }
 
     /// A migration is ready: the state goes to the new primary and this VM's run ends there;
     /// the backup (told where to go) replays to the same instruction and reconnects to it.
     fn switch_primary(&mut self, job: CloneJob, m: &mut Machine) {
         let target = job.target.clone();
-        if job.generation != self.cfg.generation || job.takeover != Some(self.pair.is_some()) {
+        let paired = self.pairing.pair().is_some();
+        if job.generation != self.cfg.generation || job.takeover != Some(paired) {
             return self.clone_failed(&target, "the pair changed during the migration; retry");
         }
         // Nothing is held here (see `tend`): the backup already holds everything shown.
-        if let Some(p) = &self.pair {
+        if let Some(p) = self.pairing.pair() {
             p.send_moved_to(&target);
         }
         let icount = m.icount();
@@ -226,13 +276,14 @@ impl FtVm {
                 );
                 self.control.update(|s| {
                     s.role = Role::MovedTo { to: target.clone() };
-                    s.clone = format!("to {target}: moved at instruction {icount}");
+                    s.clone = clone_to(&target, CloneState::Moved { icount });
                     s.clones_done += 1;
                 });
-                self.moved = Some(target);
+                let pair = self.pairing.take_pair();
+                self.pairing = Pairing::Moved { to: target, pair };
             }
             Err(why) => {
-                if let Some(p) = &self.pair {
+                if let Some(p) = self.pairing.pair() {
                     p.send_moved_to("");
                 }
                 self.clone_failed(&target, &why);
@@ -244,11 +295,15 @@ impl FtVm {
     fn switch(&mut self, job: CloneJob, m: &mut Machine) {
         let target = job.target.clone();
         let mut g = self.cfg.generation;
-        let expected = if self.pair.is_some() { g + 1 } else { g };
+        let expected = if self.pairing.pair().is_some() {
+            g + 1
+        } else {
+            g
+        };
         if job.generation != expected {
             return self.clone_failed(&target, "the pair changed during the clone; retry");
         }
-        if let Some(old) = self.pair.take() {
+        if let Some(old) = self.pairing.take_pair() {
             // Nothing is held here (see `tend`), so the old backup holds everything the VM has
             // shown; it must never go live again: this side takes its generation.
             match claim(&*self.tb, g, &self.cfg.who, |e| {
@@ -264,7 +319,7 @@ impl FtVm {
                         stamp()
                     );
                     self.control.update(|s| s.role = Role::Halted);
-                    self.fenced = true;
+                    self.pairing = Pairing::Fenced;
                     return;
                 }
             }
@@ -296,7 +351,7 @@ impl FtVm {
         ) {
             Ok(p) => {
                 self.base = self.last_ticket + 1;
-                self.pair = Some(p);
+                self.pairing = Pairing::Paired(p);
                 eprintln!(
                     "ftvm primary: {} new backup at {target} in lockstep from instruction \
                      {icount} as generation {g}: {}",
@@ -306,10 +361,13 @@ impl FtVm {
                 self.control.update(|s| {
                     s.role = Role::Primary;
                     s.generation = g;
-                    s.clone = format!(
-                        "to {target}: done at instruction {icount}, {} rounds, paused {:.1} ms",
-                        progress.round + 1,
-                        paused.as_secs_f64() * 1e3
+                    s.clone = clone_to(
+                        &target,
+                        CloneState::Done {
+                            icount,
+                            rounds: progress.round + 1,
+                            paused_ms: paused.as_secs_f64() * 1e3,
+                        },
                     );
                     s.clones_done += 1;
                 });
@@ -324,13 +382,13 @@ impl FtVm {
 
 impl Observer for FtVm {
     fn input(&mut self, icount: u64, event: &InputEvent) {
-        if let Some(p) = &mut self.pair {
+        if let Some(p) = self.pairing.pair_mut() {
             p.input(icount, event)
         }
     }
 
     fn effect(&mut self, effect: &Effect) {
-        if let Some(p) = &mut self.pair {
+        if let Some(p) = self.pairing.pair_mut() {
             p.effect(effect)
         }
     }
@@ -340,7 +398,7 @@ impl Observer for FtVm {
     }
 
     fn checkpoint(&mut self, icount: u64, hash: u128) {
-        if let Some(p) = &mut self.pair {
+        if let Some(p) = self.pairing.pair_mut() {
             p.checkpoint(icount, hash)
         }
     }
@@ -348,13 +406,13 @@ impl Observer for FtVm {
     fn end(&mut self, icount: u64, how: RunEnd) {
         self.ended = true;
         self.set_clone(None);
-        if let Some(p) = &mut self.pair {
+        if let Some(p) = self.pairing.pair_mut() {
             p.end(icount, how)
         }
     }
 
     fn output_barrier(&mut self) -> u64 {
-        self.last_ticket = match &mut self.pair {
+        self.last_ticket = match self.pairing.pair_mut() {
             Some(p) => self.base + p.output_barrier(),
             None => self.base,
         };
@@ -362,27 +420,27 @@ impl Observer for FtVm {
     }
 
     fn stop_requested(&self) -> bool {
-        self.moved.is_some()
+        matches!(self.pairing, Pairing::Moved { .. })
             || self.control.power_off_requested()
-            || self.pair.as_ref().is_some_and(|p| p.stop_requested())
+            || self.pairing.pair().is_some_and(|p| p.stop_requested())
     }
 
     fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.pair.as_ref().and_then(|p| p.wake_fd())
+        self.pairing.pair().and_then(|p| p.wake_fd())
     }
 
     fn gate(&mut self, icount: u64, held: usize, wait: Duration) -> Gate {
-        if self.fenced {
+        if matches!(self.pairing, Pairing::Fenced) {
             return Gate::Fenced;
         }
         if std::mem::take(&mut self.quiesce)
-            && let Some(p) = &mut self.pair
+            && let Some(p) = self.pairing.pair_mut()
             && p.wait_acked(SWITCH_PATIENCE)
         {
             // Everything held is acked: all of it may go, and the switch finds nothing held.
             return Gate::Release(u64::MAX);
         }
-        let Some(p) = &mut self.pair else {
+        let Some(p) = self.pairing.pair_mut() else {
             self.control.show_progress(icount, held);
             return Gate::Release(u64::MAX);
         };
@@ -398,14 +456,14 @@ impl Observer for FtVm {
     }
 
     fn tend(&mut self, m: &mut Machine, held: usize) {
-        if self.ended || self.fenced || self.moved.is_some() {
+        if self.ended || matches!(self.pairing, Pairing::Fenced | Pairing::Moved { .. }) {
             return;
         }
         if self.clone.is_none() {
             if let Some(t) = self.control.take_migrate() {
                 self.start_clone(t, m.ram().size(), true);
             } else if let Some(t) = self.control.take_add_backup().or_else(|| {
-                if self.pair.is_none() {
+                if self.pairing.pair().is_none() {
                     self.spares.pop_front()
                 } else {
                     None
@@ -420,17 +478,14 @@ impl Observer for FtVm {
                 let p = job.progress();
                 let t = job.target.clone();
                 let secs = job.started.elapsed().as_secs_f64();
-                self.control.update(|s| {
-                    s.clone = format!(
-                        "to {t}: round {}, {} pages copied, {} held there, {:.1} MiB sent, \
-                         {:.1} s",
-                        p.round + 1,
-                        p.pages_copied,
-                        p.pages_acked,
-                        p.bytes_sent as f64 / (1 << 20) as f64,
-                        secs
-                    )
-                });
+                let copying = CloneState::Copying {
+                    round: p.round,
+                    pages_copied: p.pages_copied,
+                    pages_held: p.pages_acked,
+                    mib_sent: p.bytes_sent as f64 / (1 << 20) as f64,
+                    seconds: secs,
+                };
+                self.control.update(|s| s.clone = clone_to(&t, copying));
             }
             Step::Failed(why) => {
                 let job = self.set_clone(None).expect("checked");

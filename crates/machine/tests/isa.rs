@@ -14,10 +14,15 @@ fn isa_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/isa")
 }
 
-/// Assembles and links one program; panics with the tool's message if that fails.
-fn build(name: &str) -> Vec<u8> {
+/// Assembles and links one program; panics with the tool's message if that fails. Returns the
+/// ELF's path and bytes. Tests run in parallel and two of them build the same program (its own
+/// test and the QEMU check), so each build has a directory of its own.
+fn build(name: &str) -> (PathBuf, Vec<u8>) {
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = isa_dir();
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("isa");
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("isa/{}-{n}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let obj = out.join(format!("{name}.o"));
     let elf = out.join(format!("{name}.elf"));
@@ -43,7 +48,8 @@ fn build(name: &str) -> Vec<u8> {
         .args(["-nostdlib", "-o"])
         .arg(&elf)
         .arg(&obj));
-    std::fs::read(&elf).unwrap()
+    let bytes = std::fs::read(&elf).unwrap();
+    (elf, bytes)
 }
 
 fn expected(name: &str) -> String {
@@ -108,7 +114,7 @@ fn assert_same(what: &str, got: &str, want: &str) {
 }
 
 fn ftvm_program(name: &str) {
-    let elf = build(name);
+    let (_, elf) = build(name);
     let (exit, console) = on_ftvm(&elf);
     assert_same(name, &console, &expected(name));
     assert_eq!(exit, Exit::PowerOff(0), "{name} did not pass:\n{console}");
@@ -122,8 +128,7 @@ macro_rules! isa_tests {
         #[test]
         fn qemu_agrees_with_the_expected_outputs() {
             for name in [$(stringify!($name)),*] {
-                build(name);
-                let elf = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("isa/{name}.elf"));
+                let (elf, _) = build(name);
                 assert_same(&format!("{name} on QEMU"), &on_qemu(&elf), &expected(name));
             }
         }
