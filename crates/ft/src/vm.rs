@@ -6,6 +6,9 @@
 //! tickets increasing across pairs (each pair's tickets are offset past the previous pair's),
 //! so an output held under one pair is never mistaken for one of the next.
 //!
+//! Where the VM stands with respect to a backup is one [`Pairing`] at a time; a clone in
+//! progress is the clone slot beside it.
+//!
 //! Changing the backup of a running pair (moving the backup) follows the paper: the new
 //! backup is cloned while the old one still protects the VM; at the switch the primary waits
 //! until the old backup holds everything, takes the old generation's lock itself (so the old
