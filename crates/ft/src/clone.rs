@@ -82,8 +82,29 @@ impl CloneProgress {
     }
 }
 
+/// Why a clone stopped before the new backup held the whole machine. A clone is cheap to
+/// retry, so each of these leaves the VM running as it was.
+#[derive(Debug, Error)]
+pub enum CloneFailure {
+    #[error("sending to {to}: {error}")]
+    Sending { to: String, error: io::Error },
+    #[error("the new backup: {0}")]
+    NewBackup(io::Error),
+    #[error("the clone is over")]
+    Over,
+    #[error("the clone's sender stopped")]
+    SenderStopped,
+    #[error("the new backup never connected")]
+    NeverConnected,
+    #[error("the channel is gone")]
+    ChannelGone,
+    #[error("the clone's {0} thread died")]
+    ThreadDied(&'static str),
+}
+
 struct Shared {
-    error: Mutex<Option<String>>,
+    /// The first failure of either thread, shared with the VM's thread.
+    error: Mutex<Option<Arc<CloneFailure>>>,
     acked: AtomicU64,
     sent: AtomicU64,
     /// Batches queued or being compressed and sent.
@@ -91,12 +112,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn fail(&self, why: String) {
+    fn fail(&self, why: CloneFailure) {
         let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        e.get_or_insert(why);
+        e.get_or_insert(Arc::new(why));
     }
 
-    fn error(&self) -> Option<String> {
+    fn error(&self) -> Option<Arc<CloneFailure>> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -113,7 +134,7 @@ pub enum Step {
     /// The rest is small: call [`CloneJob::finish`] now, with the machine where it stands.
     Ready,
     /// The clone failed; the primary goes on as it was.
-    Failed(String),
+    Failed(Arc<CloneFailure>),
 }
 
 /// The primary's side of a live clone in progress.
@@ -185,7 +206,10 @@ impl CloneJob {
             .spawn(move || {
                 let r = send_clone(&to, hello, rx, &s1, &st1, timing);
                 if let Err(e) = &r {
-                    s1.fail(format!("sending to {to}: {e}"));
+                    s1.fail(CloneFailure::Sending {
+                        to: to.clone(),
+                        error: io::Error::new(e.kind(), e.to_string()),
+                    });
                 }
                 r
             })?;
@@ -217,12 +241,12 @@ impl CloneJob {
     }
 
     /// Queues the batch if the sender has room; false if it must wait.
-    fn push(&mut self) -> Result<bool, String> {
+    fn push(&mut self) -> Result<bool, Arc<CloneFailure>> {
         if self.batch_pages == 0 {
             return Ok(true);
         }
         let Some(tx) = &self.tx else {
-            return Err("the clone is over".into());
+            return Err(Arc::new(CloneFailure::Over));
         };
         let batch = std::mem::take(&mut self.batch);
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -241,7 +265,7 @@ impl CloneJob {
             Err(_) => Err(self
                 .shared
                 .error()
-                .unwrap_or_else(|| "the clone's sender stopped".into())),
+                .unwrap_or_else(|| Arc::new(CloneFailure::SenderStopped))),
         }
     }
 
@@ -323,7 +347,10 @@ impl CloneJob {
             .spawn(move || {
                 let r = read_acks(s, &shared, timeout);
                 if let Err(e) = &r {
-                    shared.fail(format!("the new backup: {e}"));
+                    shared.fail(CloneFailure::NewBackup(io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    )));
                 }
                 r
             })
@@ -333,7 +360,7 @@ impl CloneJob {
     /// The last piece, with the machine stopped where it stands: the remaining dirty pages and
     /// the CPU and device state. The machine may run on as soon as this returns; the log it
     /// writes from here on starts from exactly this state.
-    pub fn finish(mut self, m: &mut Machine) -> Result<Handoff, String> {
+    pub fn finish(mut self, m: &mut Machine) -> Result<Handoff, Arc<CloneFailure>> {
         let t = Instant::now();
         self.spawn_acks();
         let (Some(tx), Some(sender), Some(acks)) =
@@ -342,13 +369,13 @@ impl CloneJob {
             return Err(self
                 .shared
                 .error()
-                .unwrap_or_else(|| "the new backup never connected".into()));
+                .unwrap_or_else(|| Arc::new(CloneFailure::NeverConnected)));
         };
         self.cursor = 0;
         let fail = |shared: &Shared| {
             shared
                 .error()
-                .unwrap_or_else(|| "the clone's sender stopped".into())
+                .unwrap_or_else(|| Arc::new(CloneFailure::SenderStopped))
         };
         loop {
             let n = m.take_transfer_pages(
@@ -381,7 +408,7 @@ impl CloneJob {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|s| s.try_clone().ok())
-            .ok_or_else(|| "the channel is gone".to_string())?;
+            .ok_or_else(|| Arc::new(CloneFailure::ChannelGone))?;
         Ok(Handoff {
             stream,
             sender,

@@ -37,7 +37,7 @@ pub use channel::{
 };
 pub use control::{Alone, CloneState, CloneStatus, Control, Role, Status};
 pub use etcd::{Etcd, PrivateEtcd};
-pub use primary::{FtPrimary, PrimaryConfig};
+pub use primary::{BackupLost, FtPrimary, PrimaryConfig};
 pub use role::{BackupPhase, Claim, PassEnd, Stop, claim};
 pub use tiebreak::{LockFile, Outcome, TieBreaker};
 pub use vm::FtVm;

@@ -28,7 +28,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use crate::control::{Control, Role};
 use crate::role::{Claim, claim};
 use crate::tiebreak::TieBreaker;
-use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary};
+use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary, WireError};
 use crate::{Timing, stamp};
 
 /// Bytes the sender sends at once: big enough to fill the pipe, well under [`MAX_MESSAGE`].
@@ -43,7 +43,7 @@ struct Outbox {
     acked: u64,
     backup_icount: u64,
     /// Why the backup counts as lost (the channel failed or went silent).
-    lost: Option<String>,
+    lost: Option<Arc<BackupLost>>,
     /// Running alone: log bytes have nowhere to go.
     alone: bool,
     /// The backup relayed an operator's power-off.
@@ -134,15 +134,18 @@ impl Link {
         };
         if let Err(e) = ToBackup::Log(chunk).write(&mut *stream) {
             drop(stream);
-            self.lose(format!("sending the log failed: {e}"));
+            self.lose(BackupLost::Send {
+                what: "the log",
+                error: e,
+            });
         }
         true
     }
 
-    fn lose(&self, why: String) {
+    fn lose(&self, why: BackupLost) {
         let mut o = self.lock();
         if o.lost.is_none() {
-            o.lost = Some(why);
+            o.lost = Some(Arc::new(why));
         }
         self.to_send.notify_all();
         self.progress.notify_all();
@@ -182,10 +185,9 @@ impl Link {
         loop {
             let failed = match self.read_available(r) {
                 Err(why) => Some(why),
-                Ok(()) if r.heard.elapsed() >= self.timeout => Some(format!(
-                    "no ack or heartbeat for {} ms",
-                    self.timeout.as_millis()
-                )),
+                Ok(()) if r.heard.elapsed() >= self.timeout => {
+                    Some(BackupLost::Silent(self.timeout))
+                }
                 Ok(()) => None,
             };
             if let Some(why) = failed {
@@ -213,18 +215,18 @@ impl Link {
 
     /// Takes the whole messages waiting in the socket, without blocking: at most 64 KiB a
     /// call, so a peer that floods the channel cannot keep the VM's thread here.
-    fn read_available(&self, r: &mut AckReader) -> Result<(), String> {
+    fn read_available(&self, r: &mut AckReader) -> Result<(), BackupLost> {
         let mut chunk = [0u8; 4096];
         for _ in 0..16 {
             match recv(r.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return Err("the backup closed the logging channel".into()),
+                Ok(0) => return Err(BackupLost::Closed),
                 Ok(n) => {
                     r.buf.extend_from_slice(&chunk[..n]);
                     r.heard = Instant::now();
                 }
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(format!("the logging channel failed: {e}")),
+                Err(e) => return Err(BackupLost::Channel(e)),
             }
         }
         let mut used = 0;
@@ -237,14 +239,14 @@ impl Link {
                     }
                 }
                 Ok(None) => break Ok(()),
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break Err(BackupLost::Bad(e)),
             }
         };
         r.buf.drain(..used);
         result
     }
 
-    fn take(&self, msg: ToPrimary) -> Result<(), String> {
+    fn take(&self, msg: ToPrimary) -> Result<(), BackupLost> {
         match msg {
             ToPrimary::Ack { received, replayed } => {
                 let mut o = self.lock();
@@ -257,7 +259,7 @@ impl Link {
                 self.progress.notify_all();
             }
             other @ (ToPrimary::CloneAck { .. } | ToPrimary::CloneDone) => {
-                return Err(format!("unexpected {other:?} in the middle of the log"));
+                return Err(BackupLost::Unexpected(format!("{other:?}")));
             }
         }
         Ok(())
@@ -377,7 +379,10 @@ fn sender(link: Arc<Link>, heartbeat: Duration) {
             let mut stream = link.stream.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = ToBackup::Heartbeat.write(&mut *stream) {
                 drop(stream);
-                link.lose(format!("sending a heartbeat failed: {e}"));
+                link.lose(BackupLost::Send {
+                    what: "a heartbeat",
+                    error: e,
+                });
                 return;
             }
         } else {
@@ -391,19 +396,47 @@ type CloneThread = std::thread::JoinHandle<io::Result<()>>;
 
 /// Waits for a clone's thread to finish its part of the channel; false (and the backup lost)
 /// if it failed.
-fn after_clone(link: &Link, thread: Option<CloneThread>, what: &str) -> bool {
+fn after_clone(link: &Link, thread: Option<CloneThread>, what: &'static str) -> bool {
     let Some(t) = thread else { return true };
     match t.join() {
         Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            link.lose(format!("{what} failed: {e}"));
+        Ok(Err(error)) => {
+            link.lose(BackupLost::Clone { what, error });
             false
         }
         Err(_) => {
-            link.lose(format!("{what} failed"));
+            link.lose(BackupLost::Clone {
+                what,
+                error: io::Error::other("its thread panicked"),
+            });
             false
         }
     }
+}
+
+/// Why a primary counts its backup as lost: each one leads to the claim step.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupLost {
+    #[error("the backup closed the logging channel")]
+    Closed,
+    #[error("the logging channel failed: {0}")]
+    Channel(Errno),
+    #[error("no ack or heartbeat for {} ms", .0.as_millis())]
+    Silent(Duration),
+    #[error("sending {what} failed: {error}")]
+    Send {
+        what: &'static str,
+        error: io::Error,
+    },
+    #[error("{what} failed: {error}")]
+    Clone {
+        what: &'static str,
+        error: io::Error,
+    },
+    #[error("a bad message from the backup: {0}")]
+    Bad(#[from] WireError),
+    #[error("unexpected {0} in the middle of the log")]
+    Unexpected(String),
 }
 
 /// What the primary's side of the protocol is set to.
@@ -640,7 +673,10 @@ impl FtPrimary {
         let mut stream = self.link.stream.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = ToBackup::MovedTo(addr.to_string()).write(&mut *stream) {
             drop(stream);
-            self.link.lose(format!("sending the move failed: {e}"));
+            self.link.lose(BackupLost::Send {
+                what: "the move",
+                error: e,
+            });
         }
     }
 
@@ -751,7 +787,7 @@ impl FtPrimary {
     }
 
     /// The backup is gone or cut off: continue alone only with the tie-breaker's say-so.
-    fn settle(&mut self, why: &str) -> Gate {
+    fn settle(&mut self, why: &BackupLost) -> Gate {
         let g = self.cfg.generation;
         eprintln!("ftvm primary: {} lost the backup: {why}", stamp());
         eprintln!(
@@ -860,5 +896,35 @@ impl Observer for FtPrimary {
             self.waiting.pop_front();
         }
         Gate::Release(acked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_of_losing_the_backup_says_what_happened() {
+        let cases = [
+            (
+                BackupLost::Silent(Duration::from_millis(300)),
+                "no ack or heartbeat for 300 ms",
+            ),
+            (BackupLost::Closed, "the backup closed the logging channel"),
+            (
+                BackupLost::Send {
+                    what: "a heartbeat",
+                    error: io::Error::from(io::ErrorKind::BrokenPipe),
+                },
+                "sending a heartbeat failed: broken pipe",
+            ),
+            (
+                BackupLost::Unexpected("CloneDone".into()),
+                "unexpected CloneDone in the middle of the log",
+            ),
+        ];
+        for (why, text) in cases {
+            assert_eq!(why.to_string(), text);
+        }
     }
 }

@@ -24,7 +24,7 @@ use ftvm_host::{Gate, Observer, RunEnd};
 use ftvm_log::{LogHeader, StartState};
 use ftvm_machine::{Effect, InputEvent, Machine};
 
-use crate::clone::{CloneJob, Step};
+use crate::clone::{CloneFailure, CloneJob, Step};
 use crate::control::{CloneState, CloneStatus, Control, Role};
 use crate::primary::{FtPrimary, PrimaryConfig};
 use crate::role::{Claim, claim};
@@ -220,7 +220,7 @@ impl FtVm {
                     .update(|s| s.clone = clone_to(&target, CloneState::Starting));
                 self.set_clone(Some(job));
             }
-            Err(e) => self.clone_failed(&target, &e.to_string()),
+            Err(e) => self.clone_failed(&target, e),
         }
     }
 
@@ -231,7 +231,7 @@ impl FtVm {
         std::mem::replace(&mut self.clone, job)
     }
 
-    fn clone_failed(&mut self, target: &str, why: &str) {
+    fn clone_failed(&mut self, target: &str, why: impl std::fmt::Display) {
         eprintln!(
             "ftvm primary: {} the clone to {target} failed: {why}; the VM runs on {}",
             stamp(),
@@ -241,8 +241,14 @@ impl FtVm {
                 "alone"
             }
         );
-        self.control
-            .update(|s| s.clone = clone_to(target, CloneState::Failed { why: why.into() }));
+        self.control.update(|s| {
+            s.clone = clone_to(
+                target,
+                CloneState::Failed {
+                    why: why.to_string(),
+                },
+            )
+        });
     }
 
     /// A migration is ready: the state goes to the new primary and this VM's run ends there;
@@ -260,13 +266,21 @@ impl FtVm {
         let icount = m.icount();
         let delivered = job.finish(m).and_then(|h| {
             // The new primary must hold the whole machine before this one stops.
-            let sent = h.sender.join().map_err(|_| "the sender died".to_string())?;
-            sent.map_err(|e| e.to_string())?;
+            let sent = h
+                .sender
+                .join()
+                .map_err(|_| Arc::new(CloneFailure::ThreadDied("sender")))?;
+            sent.map_err(|error| {
+                Arc::new(CloneFailure::Sending {
+                    to: target.clone(),
+                    error,
+                })
+            })?;
             let done = h
                 .acks
                 .join()
-                .map_err(|_| "the ack reader died".to_string())?;
-            done.map_err(|e| e.to_string())?;
+                .map_err(|_| Arc::new(CloneFailure::ThreadDied("ack reader")))?;
+            done.map_err(|e| Arc::new(CloneFailure::NewBackup(e)))?;
             Ok((h.progress, h.paused))
         });
         match delivered {
@@ -289,7 +303,7 @@ impl FtVm {
                 if let Some(p) = self.pairing.pair() {
                     p.send_moved_to("");
                 }
-                self.clone_failed(&target, &why);
+                self.clone_failed(&target, why);
             }
         }
     }
@@ -334,7 +348,7 @@ impl FtVm {
             Ok(h) => h,
             Err(why) => {
                 self.show_alone();
-                return self.clone_failed(&target, &why);
+                return self.clone_failed(&target, why);
             }
         };
         let header = LogHeader {
@@ -377,7 +391,7 @@ impl FtVm {
             }
             Err(e) => {
                 self.show_alone();
-                self.clone_failed(&target, &e.to_string());
+                self.clone_failed(&target, e);
             }
         }
     }
@@ -492,7 +506,7 @@ impl Observer for FtVm {
             }
             Step::Failed(why) => {
                 let job = self.set_clone(None).expect("checked");
-                self.clone_failed(&job.target, &why);
+                self.clone_failed(&job.target, why);
             }
             Step::Ready if held > 0 => self.quiesce = true,
             Step::Ready => {
