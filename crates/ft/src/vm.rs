@@ -7,7 +7,8 @@
 //! so an output held under one pair is never mistaken for one of the next.
 //!
 //! Where the VM stands with respect to a backup is one [`Pairing`] at a time; a clone in
-//! progress is the clone slot beside it.
+//! progress is the [`CloneSlot`] beside it (copying, or draining held outputs before the
+//! switch).
 //!
 //! Changing the backup of a running pair (moving the backup) follows the paper: the new
 //! backup is cloned while the old one still protects the VM; at the switch the primary waits
@@ -48,7 +49,7 @@ pub struct FtVm {
     tb: Arc<dyn TieBreaker>,
     control: Arc<Control>,
     pairing: Pairing,
-    clone: Option<CloneJob>,
+    clone: CloneSlot,
     /// Where to clone a new backup when the VM runs alone.
     spares: VecDeque<String>,
     /// Added to the pair's tickets: everything of earlier pairs sorts before.
@@ -56,9 +57,33 @@ pub struct FtVm {
     last_ticket: u64,
     /// Set by [`FtVm::end`]: no new pair may start after the run ended.
     ended: bool,
-    /// A clone is ready: release every held output (once the backup acks them) so the switch
-    /// happens with nothing held and no I/O in flight.
-    quiesce: bool,
+}
+
+/// The clone beside the pairing: at most one at a time.
+enum CloneSlot {
+    Idle,
+    /// Pre-copy rounds while the guest runs.
+    Copying(CloneJob),
+    /// The rest is small, but outputs are held: the next gate releases them all once the
+    /// backup acks them, so the switch finds nothing held and no I/O in flight. The gate then
+    /// puts the job back to `Copying`, and the next `tend` decides again.
+    Draining(CloneJob),
+}
+
+impl CloneSlot {
+    fn job_mut(&mut self) -> Option<&mut CloneJob> {
+        match self {
+            CloneSlot::Idle => None,
+            CloneSlot::Copying(job) | CloneSlot::Draining(job) => Some(job),
+        }
+    }
+
+    fn take(&mut self) -> Option<CloneJob> {
+        match std::mem::replace(self, CloneSlot::Idle) {
+            CloneSlot::Idle => None,
+            CloneSlot::Copying(job) | CloneSlot::Draining(job) => Some(job),
+        }
+    }
 }
 
 /// Where the VM stands with respect to a backup: one of these at a time.
@@ -118,12 +143,11 @@ impl FtVm {
             tb,
             control,
             pairing: Pairing::Alone,
-            clone: None,
+            clone: CloneSlot::Idle,
             spares: spares.into(),
             base: 1,
             last_ticket: 1,
             ended: false,
-            quiesce: false,
         };
         vm.show_alone();
         vm
@@ -218,17 +242,18 @@ impl FtVm {
                 );
                 self.control
                     .update(|s| s.clone = clone_to(&target, CloneState::Starting));
-                self.set_clone(Some(job));
+                self.set_clone(CloneSlot::Copying(job));
             }
             Err(e) => self.clone_failed(&target, e),
         }
     }
 
-    /// Puts `job` in the clone slot (the control socket refuses another clone while it is
-    /// full); the job that was there.
-    fn set_clone(&mut self, job: Option<CloneJob>) -> Option<CloneJob> {
-        self.control.cloning.store(job.is_some(), Ordering::Relaxed);
-        std::mem::replace(&mut self.clone, job)
+    /// Sets the clone slot (the control socket refuses another clone while it is full); the
+    /// job that was there.
+    fn set_clone(&mut self, slot: CloneSlot) -> Option<CloneJob> {
+        let busy = !matches!(slot, CloneSlot::Idle);
+        self.control.cloning.store(busy, Ordering::Relaxed);
+        std::mem::replace(&mut self.clone, slot).take()
     }
 
     fn clone_failed(&mut self, target: &str, why: impl std::fmt::Display) {
@@ -422,7 +447,7 @@ impl Observer for FtVm {
 
     fn end(&mut self, icount: u64, how: RunEnd) {
         self.ended = true;
-        self.set_clone(None);
+        self.set_clone(CloneSlot::Idle);
         if let Some(p) = self.pairing.pair_mut() {
             p.end(icount, how)
         }
@@ -450,12 +475,16 @@ impl Observer for FtVm {
         if matches!(self.pairing, Pairing::Fenced) {
             return Gate::Fenced;
         }
-        if std::mem::take(&mut self.quiesce)
-            && let Some(p) = self.pairing.pair_mut()
-            && p.wait_acked(SWITCH_PATIENCE)
-        {
-            // Everything held is acked: all of it may go, and the switch finds nothing held.
-            return Gate::Release(u64::MAX);
+        if let CloneSlot::Draining(_) = self.clone {
+            if let Some(job) = self.clone.take() {
+                self.clone = CloneSlot::Copying(job);
+            }
+            if let Some(p) = self.pairing.pair_mut()
+                && p.wait_acked(SWITCH_PATIENCE)
+            {
+                // Everything held is acked: all of it may go, and the switch finds nothing held.
+                return Gate::Release(u64::MAX);
+            }
         }
         let Some(p) = self.pairing.pair_mut() else {
             self.control.show_progress(icount, held);
@@ -476,7 +505,7 @@ impl Observer for FtVm {
         if self.ended || matches!(self.pairing, Pairing::Fenced | Pairing::Moved { .. }) {
             return;
         }
-        if self.clone.is_none() {
+        if matches!(self.clone, CloneSlot::Idle) {
             if let Some(t) = self.control.take_migrate() {
                 self.start_clone(t, m.ram().size(), true);
             } else if let Some(t) = self.control.take_add_backup().or_else(|| {
@@ -489,7 +518,9 @@ impl Observer for FtVm {
                 self.start_clone(t, m.ram().size(), false);
             }
         }
-        let Some(job) = &mut self.clone else { return };
+        let Some(job) = self.clone.job_mut() else {
+            return;
+        };
         match job.step(m) {
             Step::Running => {
                 let p = job.progress();
@@ -505,12 +536,15 @@ impl Observer for FtVm {
                 self.control.update(|s| s.clone = clone_to(&t, copying));
             }
             Step::Failed(why) => {
-                let job = self.set_clone(None).expect("checked");
+                let job = self.set_clone(CloneSlot::Idle).expect("checked");
                 self.clone_failed(&job.target, why);
             }
-            Step::Ready if held > 0 => self.quiesce = true,
+            Step::Ready if held > 0 => {
+                let job = self.clone.take().expect("checked");
+                self.clone = CloneSlot::Draining(job);
+            }
             Step::Ready => {
-                let job = self.set_clone(None).expect("checked");
+                let job = self.set_clone(CloneSlot::Idle).expect("checked");
                 if job.takeover.is_some() {
                     self.switch_primary(job, m);
                 } else {
