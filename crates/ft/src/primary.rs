@@ -42,10 +42,8 @@ struct Outbox {
     flush: bool,
     acked: u64,
     backup_icount: u64,
-    /// Why the backup counts as lost (the channel failed or went silent).
-    lost: Option<Arc<BackupLost>>,
-    /// Running alone: log bytes have nowhere to go.
-    alone: bool,
+    /// Whether the log still goes to this pair's backup.
+    channel: Channel,
     /// The backup relayed an operator's power-off.
     power_off: bool,
     /// Time the recorder spent waiting for room in a full outbox.
@@ -53,6 +51,22 @@ struct Outbox {
     /// The channel carries the log now (after a live clone: once its last piece went out).
     /// Until then only the sender thread, which waits for the clone, may send.
     ready: bool,
+}
+
+/// The logging channel's life: open, then lost (it failed or went silent), then closed once
+/// this side won the claim and runs alone, or was replaced by a new backup; log bytes go
+/// nowhere after it is open. Only the first loss counts.
+#[derive(Debug, Clone)]
+enum Channel {
+    Open,
+    Lost(Arc<BackupLost>),
+    Closed,
+}
+
+impl Channel {
+    fn is_open(&self) -> bool {
+        matches!(self, Channel::Open)
+    }
 }
 
 struct Link {
@@ -118,7 +132,7 @@ impl Link {
     ) -> bool {
         let chunk: Vec<u8> = {
             let mut o = self.lock();
-            if o.lost.is_some() || o.alone || o.buf.is_empty() {
+            if !o.channel.is_open() || o.buf.is_empty() {
                 return true;
             }
             if !may(&o, &stream) {
@@ -144,8 +158,8 @@ impl Link {
 
     fn lose(&self, why: BackupLost) {
         let mut o = self.lock();
-        if o.lost.is_none() {
-            o.lost = Some(Arc::new(why));
+        if o.channel.is_open() {
+            o.channel = Channel::Lost(Arc::new(why));
         }
         self.to_send.notify_all();
         self.progress.notify_all();
@@ -200,7 +214,7 @@ impl Link {
             let now = Instant::now();
             {
                 let o = self.lock();
-                if now >= deadline || o.acked >= want || o.lost.is_some() || o.alone {
+                if now >= deadline || o.acked >= want || !o.channel.is_open() {
                     return;
                 }
             }
@@ -303,10 +317,7 @@ impl Write for LinkWriter {
         let mut o = link.lock();
         // Timed only when it waits: this runs for every record the VM's thread logs.
         let mut stalled_since = None;
-        while !o.alone
-            && o.lost.is_none()
-            && !o.buf.is_empty()
-            && o.buf.len() + bytes.len() > link.capacity
+        while o.channel.is_open() && !o.buf.is_empty() && o.buf.len() + bytes.len() > link.capacity
         {
             stalled_since.get_or_insert_with(Instant::now);
             o.flush = true;
@@ -327,7 +338,7 @@ impl Write for LinkWriter {
         }
         // Once the backup is lost these bytes go nowhere: either this side wins and runs alone,
         // or it is fenced.
-        if !o.alone && o.lost.is_none() {
+        if o.channel.is_open() {
             o.buf.extend(bytes);
             if o.buf.len() >= EAGER {
                 link.to_send.notify_all();
@@ -358,7 +369,7 @@ fn sender(link: Arc<Link>, heartbeat: Duration) {
         let heartbeat_due = {
             let mut o = link.lock();
             loop {
-                if o.lost.is_some() || o.alone {
+                if !o.channel.is_open() {
                     return;
                 }
                 let idle = last_sent.elapsed();
@@ -463,6 +474,8 @@ pub struct FtPrimary {
     tb: Arc<dyn TieBreaker>,
     cfg: PrimaryConfig,
     control: Arc<Control>,
+    /// This side won its claim and runs alone: the VM thread's own copy of the channel being
+    /// `Closed` by that win, so each gate need not take the link's lock to know it.
     alone: bool,
     /// The newest ticket handed out: outputs wait for an ack this far.
     ticket: u64,
@@ -583,8 +596,7 @@ impl FtPrimary {
                 flush: false,
                 acked: 0,
                 backup_icount: 0,
-                lost: None,
-                alone: false,
+                channel: Channel::Open,
                 power_off: false,
                 stalled: Duration::ZERO,
                 ready: !cloned,
@@ -657,7 +669,7 @@ impl FtPrimary {
                 if o.acked >= end {
                     return true;
                 }
-                if o.lost.is_some() || o.alone || Instant::now() >= deadline {
+                if !o.channel.is_open() || Instant::now() >= deadline {
                     return false;
                 }
             }
@@ -685,7 +697,7 @@ impl FtPrimary {
     pub fn retire(self) {
         {
             let mut o = self.link.lock();
-            o.alone = true;
+            o.channel = Channel::Closed;
         }
         self.link.to_send.notify_all();
         self.link.progress.notify_all();
@@ -712,10 +724,10 @@ impl FtPrimary {
         loop {
             {
                 let o = self.link.lock();
-                if o.alone || o.acked >= end {
+                if matches!(o.channel, Channel::Closed) || o.acked >= end {
                     return true;
                 }
-                if o.lost.is_some() || Instant::now() >= deadline {
+                if matches!(o.channel, Channel::Lost(_)) || Instant::now() >= deadline {
                     return false;
                 }
             }
@@ -803,7 +815,7 @@ impl FtPrimary {
                 next_generation, ..
             } => {
                 self.alone = true;
-                self.link.lock().alone = true;
+                self.link.lock().channel = Channel::Closed;
                 self.link.to_send.notify_all();
                 self.link.progress.notify_all();
                 self.control.update(|s| {
@@ -882,7 +894,8 @@ impl Observer for FtPrimary {
         self.pace(icount, backup_icount);
         self.publish(icount, held, backup_icount);
         let o = self.link.lock();
-        if let Some(why) = o.lost.clone() {
+        if let Channel::Lost(why) = &o.channel {
+            let why = why.clone();
             drop(o);
             return self.settle(&why);
         }
