@@ -69,6 +69,8 @@ fn add_finite<F: Format>(
 ) -> u64 {
     // Significands up to 2^(FRAC + 1) move up to bit 61: the sum cannot carry out of 63 bits,
     // and 61 - FRAC >= 9 bits below the last place make the alignment's sticky bit harmless.
+    // This is fma_finite's sum with a fixed shift instead of normalising both terms: taking
+    // the add through fma_finite measured 15% slower on the commonest FP instruction.
     let up = 61 - F::FRAC;
     let (mut sa, mut ea, mut ma, mut sb, mut eb, mut mb) =
         (sa, ea - up as i32, ma << up, sb, eb - up as i32, mb << up);

@@ -97,13 +97,8 @@ fn round_to_integer(negative: bool, exp: i32, sig: u64, rounding: Rounding) -> (
     // Fixed point with 64 fraction bits; anything shifted out of those is a sticky bit.
     let fixed = shift_right_jam_128((sig as u128) << 64, (-exp) as u32);
     let (whole, fraction) = ((fixed >> 64) as u64, fixed as u64);
-    let up = match rounding {
-        Rounding::NearestEven => fraction > 1 << 63 || (fraction == 1 << 63 && whole & 1 != 0),
-        Rounding::TowardZero => false,
-        Rounding::Down => negative && fraction != 0,
-        Rounding::Up => !negative && fraction != 0,
-        Rounding::NearestMaxMagnitude => fraction >= 1 << 63,
-    };
+    let increment = rounding.increment(negative, 1 << 63, whole & 1 != 0);
+    let (_, up) = fraction.overflowing_add(increment);
     (whole as u128 + up as u128, fraction != 0)
 }
 

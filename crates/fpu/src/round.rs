@@ -43,13 +43,21 @@ impl Rounding {
         })
     }
 
-    pub const ALL: [Rounding; 5] = [
-        Rounding::NearestEven,
-        Rounding::TowardZero,
-        Rounding::Down,
-        Rounding::Up,
-        Rounding::NearestMaxMagnitude,
-    ];
+    /// What to add below the kept part of a value of this sign before truncating it, for a
+    /// dropped field whose half is `half` (all ones in the field is `2 * half - 1`); `odd` is
+    /// the kept part's last bit. Rounding by an increment needs no branch on the dropped bits.
+    #[inline(always)]
+    pub fn increment(self, negative: bool, half: u64, odd: bool) -> u64 {
+        let all = half.wrapping_mul(2).wrapping_sub(1);
+        match self {
+            // A tie rounds up only from an odd kept part: half - 1 + odd.
+            Rounding::NearestEven => half - 1 + odd as u64,
+            Rounding::NearestMaxMagnitude => half,
+            Rounding::TowardZero => 0,
+            Rounding::Down => all & (negative as u64).wrapping_neg(),
+            Rounding::Up => all & (!negative as u64).wrapping_neg(),
+        }
+    }
 
     /// Whether an overflow in this direction gives infinity (else the largest finite value).
     #[inline(always)]
@@ -88,20 +96,11 @@ pub fn shift_right_jam_128(x: u128, n: u32) -> u128 {
 }
 
 /// Drops `extra` low bits of `sig` by `rounding`: the kept part (possibly one more than fits,
-/// when rounding carries) and whether anything nonzero was dropped. Rounding adds an
-/// increment below the kept part and truncates, so no mode branches on the dropped bits.
+/// when rounding carries) and whether anything nonzero was dropped.
 #[inline(always)]
 fn round_bits(sig: u64, extra: u32, negative: bool, rounding: Rounding) -> (u64, bool) {
     let mask = (1u64 << extra) - 1;
-    let half = 1u64 << (extra - 1);
-    let increment = match rounding {
-        // A tie rounds up only from an odd kept part: half - 1 + odd.
-        Rounding::NearestEven => half - 1 + ((sig >> extra) & 1),
-        Rounding::NearestMaxMagnitude => half,
-        Rounding::TowardZero => 0,
-        Rounding::Down => mask & (negative as u64).wrapping_neg(),
-        Rounding::Up => mask & (!negative as u64).wrapping_neg(),
-    };
+    let increment = rounding.increment(negative, 1 << (extra - 1), (sig >> extra) & 1 != 0);
     let (sum, carry) = sig.overflowing_add(increment);
     (
         (sum >> extra) | (carry as u64) << (64 - extra),
