@@ -315,11 +315,15 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     // One pass per primary: a primary that moves (`ftvm ctl migrate`) ends its log where the
     // new one starts, and the backup reconnects and goes on from the same machine. What follows
     // a pass is decided by `BackupPhase`; this loop runs the phases and prints them.
+    let mut following: Option<BackupPhase> = None;
     let (link, replayed, claiming) = loop {
         let link = BackupLink::start(channel, &hello, timing, control.clone())
             .context("cannot start the logging channel")?;
         let generation = link.generation;
-        let phase = BackupPhase::replaying(generation);
+        let phase = match following.take() {
+            Some(moved) => moved.reconnected(generation),
+            None => BackupPhase::replaying(generation),
+        };
         control.update(|s| {
             s.generation = generation;
             s.role = phase.role();
@@ -344,7 +348,8 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
             guest_halted: replayed.halted,
             retired: link.retired(),
         };
-        let phase = match phase.pass_ended(&end) {
+        let next = phase.pass_ended(&end);
+        let phase = match next {
             BackupPhase::Stopped(Stop::PrimaryFinished) => {
                 let checkpoints = match &replayed.result {
                     Ok(ReplayEnd::Complete { checkpoints, .. }) => *checkpoints,
@@ -357,7 +362,8 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
                 );
                 return Ok(0);
             }
-            BackupPhase::Reconnecting { to, .. } => {
+            BackupPhase::Reconnecting { ref to, .. } => {
+                let to = to.clone();
                 eprintln!(
                     "ftvm backup: {} the primary moved to {to} at instruction {icount}; \
                      reconnecting",
@@ -370,13 +376,14 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
                     Ok((h, c)) => {
                         (channel, hello) = (c, h);
                         received = Some(replayed.machine);
+                        following = Some(next);
                         continue;
                     }
                     Err(e) => {
                         // The moved primary is gone before the pair re-formed: this side holds
                         // the same machine; the test-and-set decides who runs it.
                         eprintln!("ftvm backup: cannot reach the moved primary: {e:#}");
-                        BackupPhase::Reconnecting { generation, to }.reconnect_failed()
+                        next.reconnect_failed()
                     }
                 }
             }
@@ -448,14 +455,6 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         vm,
         &replayed.pending_console,
     )
-}
-
-/// The status of a clone this host receives from `peer`.
-fn clone_from(peer: &str, state: CloneState) -> CloneStatus {
-    CloneStatus::From {
-        from: peer.to_string(),
-        state,
-    }
 }
 
 /// A migration: this host receives the primary. The moving primary's backup reconnects here
@@ -640,7 +639,9 @@ fn wait_for_clone(
         let started = Instant::now();
         let mut shown = Instant::now();
         let result = ftvm_ft::clone::receive_clone(&channel, hello.clone_ram, |pages| {
-            control.update(|s| s.clone = clone_from(&peer, CloneState::Receiving { pages }));
+            control.update(|s| {
+                s.clone = CloneStatus::receiving(&peer, CloneState::Receiving { pages })
+            });
             if shown.elapsed() >= Duration::from_secs(1) {
                 shown = Instant::now();
                 eprintln!(
@@ -658,7 +659,7 @@ fn wait_for_clone(
                     started.elapsed().as_secs_f64(),
                     machine.icount()
                 );
-                control.update(|s| s.clone = clone_from(&peer, CloneState::Complete));
+                control.update(|s| s.clone = CloneStatus::receiving(&peer, CloneState::Complete));
                 return Ok((listener, channel, hello, Some(machine)));
             }
             Err(e) => {
@@ -669,7 +670,8 @@ fn wait_for_clone(
                 );
                 control.update(|s| {
                     s.role = Role::Spare;
-                    s.clone = clone_from(&peer, CloneState::Failed { why: e.to_string() });
+                    s.clone =
+                        CloneStatus::receiving(&peer, CloneState::Failed { why: e.to_string() });
                 });
             }
         }

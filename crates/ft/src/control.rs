@@ -121,6 +121,22 @@ pub enum CloneState {
 }
 
 impl CloneStatus {
+    /// A clone this VM sends to `to`.
+    pub fn sending(to: &str, state: CloneState) -> CloneStatus {
+        CloneStatus::To {
+            to: to.to_string(),
+            state,
+        }
+    }
+
+    /// A clone this host receives from `from`.
+    pub fn receiving(from: &str, state: CloneState) -> CloneStatus {
+        CloneStatus::From {
+            from: from.to_string(),
+            state,
+        }
+    }
+
     /// A clone to `to` that failed: why.
     pub fn failure_to(&self, target: &str) -> Option<&str> {
         match self {

@@ -32,14 +32,6 @@ use crate::role::{Claim, claim};
 use crate::stamp;
 use crate::tiebreak::TieBreaker;
 
-/// The status of a clone this VM sends to `to`.
-fn clone_to(to: &str, state: CloneState) -> CloneStatus {
-    CloneStatus::To {
-        to: to.to_string(),
-        state,
-    }
-}
-
 /// How long a switch to a new backup waits for the old one to ack the log.
 const SWITCH_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -241,7 +233,7 @@ impl FtVm {
                     }
                 );
                 self.control
-                    .update(|s| s.clone = clone_to(&target, CloneState::Starting));
+                    .update(|s| s.clone = CloneStatus::sending(&target, CloneState::Starting));
                 self.set_clone(CloneSlot::Copying(job));
             }
             Err(e) => self.clone_failed(&target, e),
@@ -267,7 +259,7 @@ impl FtVm {
             }
         );
         self.control.update(|s| {
-            s.clone = clone_to(
+            s.clone = CloneStatus::sending(
                 target,
                 CloneState::Failed {
                     why: why.to_string(),
@@ -318,7 +310,7 @@ impl FtVm {
                 );
                 self.control.update(|s| {
                     s.role = Role::MovedTo { to: target.clone() };
-                    s.clone = clone_to(&target, CloneState::Moved { icount });
+                    s.clone = CloneStatus::sending(&target, CloneState::Moved { icount });
                     s.clones_done += 1;
                 });
                 let pair = self.pairing.take_pair();
@@ -403,7 +395,7 @@ impl FtVm {
                 self.control.update(|s| {
                     s.role = Role::Primary;
                     s.generation = g;
-                    s.clone = clone_to(
+                    s.clone = CloneStatus::sending(
                         &target,
                         CloneState::Done {
                             icount,
@@ -533,7 +525,8 @@ impl Observer for FtVm {
                     mib_sent: p.bytes_sent as f64 / (1 << 20) as f64,
                     seconds: secs,
                 };
-                self.control.update(|s| s.clone = clone_to(&t, copying));
+                self.control
+                    .update(|s| s.clone = CloneStatus::sending(&t, copying));
             }
             Step::Failed(why) => {
                 let job = self.set_clone(CloneSlot::Idle).expect("checked");
