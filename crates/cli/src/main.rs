@@ -20,6 +20,7 @@ mod image;
 mod log_stats;
 mod record;
 mod resp;
+mod sim;
 mod stress;
 mod switch;
 mod terminal;
@@ -75,6 +76,9 @@ enum Command {
     Stress(stress::StressArgs),
     /// The virtual network: a learning switch VMs join, with a gateway forwarding host ports.
     Switch(switch::SwitchArgs),
+    /// The deterministic FT simulator: seeds of faults against the real protocol rules and
+    /// real machines, every step checked (`--seed S` runs one again).
+    Sim(sim::SimArgs),
     /// Measure ftvm against QEMU on the same guest.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -133,6 +137,7 @@ fn dispatch(cmd: Command) -> Result<i32> {
         Command::Backup(args) => ft::backup(args),
         Command::Ctl(args) => ft::ctl(args),
         Command::Stress(args) => stress::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }
 

@@ -44,12 +44,20 @@ pub fn claim(
     who: &str,
     waiting: impl FnMut(&io::Error),
 ) -> Claim {
-    match decide(tb, generation, who, waiting) {
-        Outcome::Won => Claim::Won {
-            generation,
-            next_generation: generation + 1,
-        },
-        Outcome::Lost { winner } => Claim::Lost { generation, winner },
+    Claim::of(generation, decide(tb, generation, who, waiting))
+}
+
+impl Claim {
+    /// The claim that a test-and-set's answer for `generation` makes: for a caller that asks
+    /// the tie-breaker itself (the simulator's, whose answers take simulated time).
+    pub fn of(generation: u64, outcome: Outcome) -> Claim {
+        match outcome {
+            Outcome::Won => Claim::Won {
+                generation,
+                next_generation: generation + 1,
+            },
+            Outcome::Lost { winner } => Claim::Lost { generation, winner },
+        }
     }
 }
 

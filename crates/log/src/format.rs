@@ -267,6 +267,52 @@ impl Record {
     }
 }
 
+/// Decodes the frame at the start of `buf`, whose previous record was at `prev_icount`:
+/// `Ok(None)` while `buf` holds only part of it, else the record and the frame's length. `Err`
+/// names what is wrong. Never reads past `buf` and never allocates more than [`MAX_PAYLOAD`].
+pub(crate) fn decode_frame(
+    buf: &[u8],
+    prev_icount: u64,
+) -> Result<Option<(Record, usize)>, String> {
+    let Some((&k, mut rest)) = buf.split_first() else {
+        return Ok(None);
+    };
+    let mut varints = [0u64; 2];
+    for v in &mut varints {
+        match varint::get(rest) {
+            Some((value, n)) => {
+                *v = value;
+                rest = &rest[n..];
+            }
+            None if rest.len() >= 10 || rest.iter().any(|b| b & 0x80 == 0) => {
+                return Err("over-long integer".into());
+            }
+            None => return Ok(None),
+        }
+    }
+    let [delta, len] = varints;
+    if len > MAX_PAYLOAD as u64 {
+        return Err(format!("payload length {len} exceeds {MAX_PAYLOAD}"));
+    }
+    let head = buf.len() - rest.len();
+    let end = head + len as usize + 4;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    let body_end = end - 4;
+    let crc = u32::from_le_bytes(buf[body_end..end].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&buf[..body_end]) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let icount = prev_icount
+        .checked_add(delta)
+        .ok_or("instruction count overflows")?;
+    Ok(Some((
+        Record::from_body(k, icount, &buf[head..body_end])?,
+        end,
+    )))
+}
+
 /// The digest an I/O request is logged and checked by.
 pub fn io_digest(request: &ftvm_virtio::Request) -> u64 {
     let bytes = postcard::to_stdvec(request).unwrap_or_default();

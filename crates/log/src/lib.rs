@@ -13,12 +13,14 @@
 mod format;
 mod header;
 mod reader;
+mod stream;
 mod varint;
 mod writer;
 
 pub use format::{EndReason, MAX_PAYLOAD, Record, io_digest};
 pub use header::{LogHeader, StartState};
 pub use reader::{LogError, Reader};
+pub use stream::Stream;
 pub use writer::Writer;
 
 /// The first bytes of every log.

@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Read};
 
 use thiserror::Error;
 
-use crate::format::{MAX_PAYLOAD, Record};
+use crate::format::{MAX_PAYLOAD, Record, decode_frame};
 use crate::header::LogHeader;
 use crate::{MAGIC, VERSION, varint};
 
@@ -40,6 +40,34 @@ pub struct Reader<R: Read> {
     done: bool,
 }
 
+/// Checks the fixed part of a log's start (magic, version) and returns the header's length.
+pub(crate) fn header_len(fixed: &[u8; 14]) -> Result<usize, LogError> {
+    if &fixed[..8] != MAGIC {
+        return Err(LogError::NotALog);
+    }
+    let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+    if version != VERSION {
+        return Err(LogError::Version(version));
+    }
+    let len = u32::from_le_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]) as usize;
+    if len > MAX_HEADER {
+        return Err(LogError::Header(format!("header length {len}")));
+    }
+    Ok(len)
+}
+
+/// Decodes the header from the fixed part and the `len + 4` bytes after it (header, CRC).
+pub(crate) fn decode_header(fixed: &[u8; 14], rest: &[u8]) -> Result<LogHeader, LogError> {
+    let len = rest.len() - 4;
+    let mut checked = fixed[10..14].to_vec();
+    checked.extend_from_slice(&rest[..len]);
+    let crc = u32::from_le_bytes(rest[len..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&checked) != crc {
+        return Err(LogError::Header("checksum mismatch".into()));
+    }
+    postcard::from_bytes(&rest[..len]).map_err(|e| LogError::Header(e.to_string()))
+}
+
 /// Reads exactly `buf.len()` bytes; `Ok(false)` on a clean end of stream before the first byte.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     let mut got = 0;
@@ -66,29 +94,12 @@ impl<R: Read> Reader<R> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LogError::NotALog),
             Err(e) => return Err(e.into()),
         }
-        if &fixed[..8] != MAGIC {
-            return Err(LogError::NotALog);
-        }
-        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-        if version != VERSION {
-            return Err(LogError::Version(version));
-        }
-        let len = u32::from_le_bytes(fixed[10..14].try_into().unwrap()) as usize;
-        if len > MAX_HEADER {
-            return Err(LogError::Header(format!("header length {len}")));
-        }
+        let len = header_len(&fixed)?;
         let mut rest = vec![0u8; len + 4];
         if !matches!(read_full(&mut input, &mut rest), Ok(true)) {
             return Err(LogError::Header("truncated".into()));
         }
-        let mut checked = fixed[10..14].to_vec();
-        checked.extend_from_slice(&rest[..len]);
-        let crc = u32::from_le_bytes(rest[len..].try_into().unwrap());
-        if crc32c::crc32c(&checked) != crc {
-            return Err(LogError::Header("checksum mismatch".into()));
-        }
-        let header: LogHeader =
-            postcard::from_bytes(&rest[..len]).map_err(|e| LogError::Header(e.to_string()))?;
+        let header = decode_header(&fixed, &rest)?;
         Ok(Reader {
             input,
             header,
@@ -150,7 +161,7 @@ impl<R: Read> Reader<R> {
                 .ok_or_else(|| corrupt("bad integer".into()))?
                 .0;
         }
-        let [delta, len] = varints;
+        let len = varints[1];
         if len > MAX_PAYLOAD as u64 {
             return Err(corrupt(format!(
                 "payload length {len} exceeds {MAX_PAYLOAD}"
@@ -161,17 +172,13 @@ impl<R: Read> Reader<R> {
         if !read_full(&mut self.input, &mut frame[head..]).map_err(io)? {
             return Err(truncated());
         }
-        let body_end = frame.len() - 4;
-        let crc = u32::from_le_bytes(frame[body_end..].try_into().unwrap());
-        if crc32c::crc32c(&frame[..body_end]) != crc {
-            return Err(corrupt("checksum mismatch".into()));
-        }
-        let icount = self
-            .icount
-            .checked_add(delta)
-            .ok_or_else(|| corrupt("instruction count overflows".into()))?;
-        let rec = Record::from_body(kind[0], icount, &frame[head..body_end]).map_err(corrupt)?;
-        self.icount = icount;
+        let (rec, used) = match decode_frame(&frame, self.icount) {
+            Ok(Some(done)) => done,
+            Ok(None) => return Err(truncated()),
+            Err(what) => return Err(corrupt(what)),
+        };
+        debug_assert_eq!(used, frame.len());
+        self.icount = rec.icount();
         self.offset += frame.len() as u64;
         self.record += 1;
         Ok(Some(rec))

@@ -52,7 +52,8 @@ pub type MachineHook = Box<dyn FnMut(&mut Machine)>;
 
 pub struct Replayer<R: Read> {
     pub machine: Machine,
-    log: Reader<R>,
+    /// Where the records come from; `None` when the caller hands them in ([`Replayer::step`]).
+    log: Option<Reader<R>>,
     /// Console bytes replayed but not yet matched against a record.
     console: Vec<u8>,
     halted: Option<EffectKind>,
@@ -86,6 +87,10 @@ fn show(b: &[u8]) -> String {
 
 impl<R: Read> Replayer<R> {
     pub fn new(machine: Machine, log: Reader<R>) -> Self {
+        Self::with_log(machine, Some(log))
+    }
+
+    fn with_log(machine: Machine, log: Option<Reader<R>>) -> Self {
         Replayer {
             machine,
             log,
@@ -180,7 +185,7 @@ impl<R: Read> Replayer<R> {
     /// Replays the whole log, or up to instruction `until`.
     pub fn run(&mut self, until: Option<u64>) -> Result<ReplayEnd, ReplayError> {
         loop {
-            let record = match self.log.next() {
+            let record = match self.log.as_mut().and_then(|log| log.next()) {
                 None => {
                     let icount = self.machine.icount();
                     return Ok(ReplayEnd::LogEndsEarly {
@@ -190,80 +195,103 @@ impl<R: Read> Replayer<R> {
                 }
                 Some(r) => r?,
             };
-            let at = record.icount();
-            if at < self.machine.icount() {
-                return Err(self.diverged(format!(
-                    "the log has a record for instruction {at}, already passed"
-                )));
-            }
             if let Some(u) = until
-                && at > u
+                && record.icount() > u
+                && record.icount() >= self.machine.icount()
             {
                 self.run_to(u)?;
                 return Ok(ReplayEnd::Until { icount: u });
             }
-            self.run_to(at)?;
-            if let Some(p) = &self.progress {
-                p.store(at, std::sync::atomic::Ordering::Relaxed);
-            }
-            match record {
-                Record::Input { event, .. } => self.machine.apply(&event),
-                Record::Output {
-                    effect: EffectKind::Console(expected),
-                    ..
-                } => {
-                    if self.console != expected {
-                        return Err(self.diverged(format!(
-                            "console output differs: recorded {}, replayed {}",
-                            show(&expected),
-                            show(&self.console)
-                        )));
-                    }
-                    self.console.clear();
-                }
-                Record::Output { effect, .. } => {
-                    if self.halted.as_ref() != Some(&effect) {
-                        return Err(self.diverged(format!(
-                            "recorded output {effect:?}, replayed {:?}",
-                            self.halted
-                        )));
-                    }
-                }
-                Record::IoOutput { slot, digest, .. } => match self.io.pop_front() {
-                    Some(got) if got == (slot, digest) => {}
-                    got => {
-                        return Err(self.diverged(format!(
-                            "recorded a request from virtio slot {slot} (digest {digest:016x}), \
-                             replayed {}",
-                            match got {
-                                Some((s, d)) => format!("one from slot {s} (digest {d:016x})"),
-                                None => "none".into(),
-                            }
-                        )));
-                    }
-                },
-                Record::Checkpoint { hash, .. } => {
-                    let replayed = self.machine.state_hash().0;
-                    if replayed != hash {
-                        return Err(self.diverged(format!(
-                            "state hash {replayed:032x} differs from the recorded {hash:032x}"
-                        )));
-                    }
-                    self.checkpoints += 1;
-                }
-                Record::End { icount, .. } => {
-                    if !self.console.is_empty() {
-                        return Err(self.diverged(format!(
-                            "replay printed {} that the recording did not",
-                            show(&self.console)
-                        )));
-                    }
-                    return Ok(ReplayEnd::Complete {
-                        icount,
-                        checkpoints: self.checkpoints,
-                    });
-                }
+            if let Some(end) = self.step(record)? {
+                return Ok(end);
             }
         }
+    }
+
+    /// Replays one record: runs to its instruction, then applies or checks it. `Some` once the
+    /// log's end record matched.
+    pub fn step(&mut self, record: Record) -> Result<Option<ReplayEnd>, ReplayError> {
+        let at = record.icount();
+        if at < self.machine.icount() {
+            return Err(self.diverged(format!(
+                "the log has a record for instruction {at}, already passed"
+            )));
+        }
+        self.run_to(at)?;
+        if let Some(p) = &self.progress {
+            p.store(at, std::sync::atomic::Ordering::Relaxed);
+        }
+        match record {
+            Record::Input { event, .. } => self.machine.apply(&event),
+            Record::Output {
+                effect: EffectKind::Console(expected),
+                ..
+            } => {
+                if self.console != expected {
+                    return Err(self.diverged(format!(
+                        "console output differs: recorded {}, replayed {}",
+                        show(&expected),
+                        show(&self.console)
+                    )));
+                }
+                self.console.clear();
+            }
+            Record::Output { effect, .. } => {
+                if self.halted.as_ref() != Some(&effect) {
+                    return Err(self.diverged(format!(
+                        "recorded output {effect:?}, replayed {:?}",
+                        self.halted
+                    )));
+                }
+            }
+            Record::IoOutput { slot, digest, .. } => match self.io.pop_front() {
+                Some(got) if got == (slot, digest) => {}
+                got => {
+                    return Err(self.diverged(format!(
+                        "recorded a request from virtio slot {slot} (digest {digest:016x}), \
+                         replayed {}",
+                        match got {
+                            Some((s, d)) => format!("one from slot {s} (digest {d:016x})"),
+                            None => "none".into(),
+                        }
+                    )));
+                }
+            },
+            Record::Checkpoint { hash, .. } => {
+                let replayed = self.machine.state_hash().0;
+                if replayed != hash {
+                    return Err(self.diverged(format!(
+                        "state hash {replayed:032x} differs from the recorded {hash:032x}"
+                    )));
+                }
+                self.checkpoints += 1;
+            }
+            Record::End { icount, .. } => {
+                if !self.console.is_empty() {
+                    return Err(self.diverged(format!(
+                        "replay printed {} that the recording did not",
+                        show(&self.console)
+                    )));
+                }
+                return Ok(Some(ReplayEnd::Complete {
+                    icount,
+                    checkpoints: self.checkpoints,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checkpoints matched so far.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
+    }
+}
+
+impl Replayer<std::io::Empty> {
+    /// A replayer the caller feeds record by record ([`Replayer::step`]): for a backup driven
+    /// step by step, whose log arrives in pieces (the simulator).
+    pub fn stepping(machine: Machine) -> Self {
+        Self::with_log(machine, None)
     }
 }

@@ -1,0 +1,334 @@
+//! The VMs' hosts: a primary (a real `Machine` recorded by the real `Recorder`, its outputs let
+//! go by `ftvm-ft`'s [`PrimaryRule`]), a backup (the real `Replayer` fed the log as it arrives,
+//! acking and claiming by [`BackupRule`] and [`BackupPhase`]), a spare waiting for a clone, or
+//! a host that is down (crashed, fenced, halted, stopped).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ftvm_ft::{BackupPhase, BackupRule, Bugs, PrimaryRule, Timing};
+use ftvm_host::{Observer, RunEnd};
+use ftvm_log::{LogHeader, StartState, Stream, Writer};
+use ftvm_machine::{EffectKind, Exit, InputEvent, Machine};
+use ftvm_replay::{Recorder, Replayer};
+
+/// Guest instructions a host runs per step (one simulated millisecond: a slow, cheap VM).
+pub const SLICE: u64 = 1_000;
+/// Instructions between state-hash checkpoints in the log.
+pub const CHECKPOINT: u64 = 50_000;
+/// How far a backup replays in one step: faster than the primary, so it catches up, but not
+/// unboundedly (a backlog is what a go-live must drain).
+pub const REPLAY_BUDGET: u64 = 3 * SLICE;
+
+/// The recorder's output: log bytes waiting to go on the channel.
+#[derive(Clone, Default)]
+pub struct Outbox(Rc<RefCell<Vec<u8>>>);
+
+impl Write for Outbox {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Outbox {
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.0.borrow_mut())
+    }
+}
+
+/// An output held by the Output Rule: console bytes at stream `offset`, logged by `ticket`.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub ticket: u64,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+    /// The guest powered off here.
+    pub power_off: bool,
+}
+
+/// A test-and-set sent and not yet answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    pub generation: u64,
+    pub at: Duration,
+}
+
+pub struct Primary {
+    pub machine: Machine,
+    rec: Recorder<Outbox>,
+    outbox: Outbox,
+    pub rule: PrimaryRule,
+    /// The logging channel and the backup's host, while paired.
+    pub channel: Option<usize>,
+    /// The generation the pair (or the win) this side runs on began at.
+    pub held: VecDeque<Held>,
+    /// Console bytes produced so far: the stream offset of the next one.
+    pub console: u64,
+    next_checkpoint: u64,
+    pub last_sent: Duration,
+    pub asked: Option<Asked>,
+    /// The guest powered off: the run ends once its last outputs are out.
+    pub halted: bool,
+    /// When to look for a spare to clone into next.
+    pub clone_at: Duration,
+}
+
+/// The log's header: the simulator builds every machine itself, so it only names the guest.
+fn header(icount: u64) -> LogHeader {
+    LogHeader {
+        start: StartState::Transferred { icount },
+        start_hash: 0,
+        paths: vec!["ftvm-sim kv guest".into()],
+    }
+}
+
+/// A recorder whose log starts at instruction `icount`, and where its bytes collect.
+fn new_log(icount: u64) -> (Recorder<Outbox>, Outbox) {
+    let outbox = Outbox::default();
+    let writer = Writer::new(outbox.clone(), &header(icount)).expect("in memory");
+    let rec = Recorder::new(writer).with_checkpoint_interval(CHECKPOINT);
+    (rec, outbox)
+}
+
+impl Primary {
+    /// A primary of `machine` with `rule`; a new log starts at the machine's instruction.
+    pub fn new(machine: Machine, rule: PrimaryRule, console: u64, now: Duration) -> Primary {
+        let icount = machine.icount();
+        let (rec, outbox) = new_log(icount);
+        Primary {
+            rec,
+            outbox,
+            rule,
+            channel: None,
+            held: VecDeque::new(),
+            console,
+            next_checkpoint: (icount / CHECKPOINT + 1) * CHECKPOINT,
+            last_sent: now,
+            asked: None,
+            halted: false,
+            clone_at: now,
+            machine,
+        }
+    }
+
+    /// Starts a new log for a new backup (a live clone): what was logged before is not its.
+    pub fn restart_log(&mut self, rule: PrimaryRule, channel: usize, now: Duration) {
+        (self.rec, self.outbox) = new_log(self.machine.icount());
+        self.rule = rule;
+        self.channel = Some(channel);
+        self.last_sent = now;
+    }
+
+    /// Applies a client's request line at the current instruction, logged first.
+    pub fn input(&mut self, line: Vec<u8>) {
+        let event = InputEvent::ConsoleInput(line);
+        self.rec.input(self.machine.icount(), &event);
+        self.machine.apply(&event);
+    }
+
+    /// Runs one slice; new outputs are held with their ticket.
+    pub fn run_slice(&mut self) {
+        if self.halted {
+            return;
+        }
+        let target = (self.machine.icount() + SLICE).min(self.next_checkpoint);
+        let exit = self.machine.run(target);
+        let mut fresh = false;
+        for effect in self.machine.take_effects() {
+            self.rec.effect(&effect);
+            match effect.kind {
+                EffectKind::Console(bytes) => {
+                    self.console += bytes.len() as u64;
+                    self.held.push_back(Held {
+                        ticket: 0,
+                        offset: self.console - bytes.len() as u64,
+                        bytes,
+                        power_off: false,
+                    });
+                    fresh = true;
+                }
+                EffectKind::PowerOff(_) | EffectKind::Reset => {
+                    self.rec.end(self.machine.icount(), RunEnd::PowerOff(0));
+                    self.held.push_back(Held {
+                        ticket: 0,
+                        offset: self.console,
+                        bytes: Vec::new(),
+                        power_off: true,
+                    });
+                    self.halted = true;
+                    fresh = true;
+                }
+                EffectKind::Io { .. } => {}
+            }
+        }
+        if !self.halted
+            && matches!(exit, Exit::Reached)
+            && self.machine.icount() == self.next_checkpoint
+        {
+            let icount = self.machine.icount();
+            self.rec.checkpoint(icount, self.machine.state_hash().0);
+            self.next_checkpoint += CHECKPOINT;
+        }
+        let ticket = self.rec.barrier();
+        if fresh {
+            for h in self.held.iter_mut().rev() {
+                if h.ticket != 0 {
+                    break;
+                }
+                h.ticket = ticket;
+            }
+        }
+    }
+
+    /// Log bytes produced since the last call.
+    pub fn take_log(&mut self) -> Vec<u8> {
+        self.rec.barrier();
+        self.outbox.take()
+    }
+}
+
+pub struct Backup {
+    pub replayer: Replayer<io::Empty>,
+    stream: Stream,
+    pub rule: BackupRule,
+    pub phase: BackupPhase,
+    pub channel: usize,
+    /// Console bytes replayed: the stream offset of the next one.
+    console: Rc<Cell<u64>>,
+    /// Pieces arrived and not yet stored, and when the last of them will be.
+    pub storing: usize,
+    pub last_store: Duration,
+    /// The log's end record was replayed (the primary finished: never go live).
+    pub complete: bool,
+    pub asked: Option<Asked>,
+    /// Steps taken, and how many of them replay (1: each; more while its host is slow).
+    pub turns: u64,
+    pub turn_every: u64,
+}
+
+/// What a backup's step came to.
+pub enum BackupStep {
+    Replaying,
+    /// The primary is lost and the log drained: claim `generation`.
+    Claim(u64),
+    /// Stopped without going live.
+    Stopped(String),
+}
+
+impl Backup {
+    pub fn new(
+        machine: Machine,
+        generation: u64,
+        channel: usize,
+        console: u64,
+        timing: Timing,
+        now: Duration,
+        bugs: Bugs,
+    ) -> Backup {
+        let mut replayer = Replayer::stepping(machine);
+        let count = Rc::new(Cell::new(console));
+        let c = count.clone();
+        replayer.on_console = Some(Box::new(move |b: &[u8]| c.set(c.get() + b.len() as u64)));
+        Backup {
+            replayer,
+            stream: Stream::new(),
+            rule: BackupRule::new(timing, now, bugs),
+            phase: BackupPhase::replaying(generation),
+            channel,
+            console: count,
+            storing: 0,
+            last_store: now,
+            complete: false,
+            asked: None,
+            turns: 0,
+            turn_every: 1,
+        }
+    }
+
+    /// Stores a piece of log that arrived: the ack to send. `None` too once the log is closed
+    /// (the primary counted as lost): the piece is dropped.
+    pub fn store(&mut self, bytes: &[u8], now: Duration) -> Option<u64> {
+        self.storing -= 1;
+        if !self.rule.takes_log() {
+            return None;
+        }
+        self.stream.push(bytes);
+        self.rule.stored(bytes.len(), now)
+    }
+
+    /// Whether the piece would be kept (the world's count of what the backup holds).
+    pub fn takes_log(&self) -> bool {
+        self.rule.takes_log()
+    }
+
+    /// Replays what it holds (within the step's budget), then decides.
+    pub fn step(&mut self, now: Duration) -> Result<BackupStep, String> {
+        let start = self.replayer.machine.icount();
+        let mut drained = false;
+        while !self.complete {
+            if self.replayer.machine.icount() >= start + REPLAY_BUDGET {
+                break;
+            }
+            match self.stream.next_record() {
+                Err(e) => return Err(format!("the backup read a damaged log: {e}")),
+                Ok(None) => {
+                    drained = self.storing == 0;
+                    break;
+                }
+                Ok(Some(record)) => match self.replayer.step(record) {
+                    Err(e) => return Err(format!("the backup's replay diverged: {e}")),
+                    Ok(Some(_)) => self.complete = true,
+                    Ok(None) => {}
+                },
+            }
+        }
+        if self.complete {
+            self.phase = self.phase.clone().pass_ended(&self.pass_end());
+            return Ok(BackupStep::Stopped(format!("{:?}", self.phase)));
+        }
+        if !self.rule.primary_lost(now) || !self.rule.may_claim(drained) {
+            return Ok(BackupStep::Replaying);
+        }
+        self.phase = self.phase.clone().pass_ended(&self.pass_end());
+        match self.phase {
+            BackupPhase::Claiming { generation } => Ok(BackupStep::Claim(generation)),
+            ref other => Ok(BackupStep::Stopped(format!("{other:?}"))),
+        }
+    }
+
+    fn pass_end(&self) -> ftvm_ft::PassEnd {
+        ftvm_ft::PassEnd {
+            complete: self.complete,
+            moved_to: None,
+            guest_halted: self.replayer.halted(),
+            retired: false,
+        }
+    }
+
+    /// Goes live: the machine where replay left it, and the console bytes it produced past
+    /// the log's last output (never shown by the primary) with their offset.
+    pub fn into_live(self) -> (Machine, u64, Vec<u8>) {
+        let unshown = self.replayer.unmatched_console().to_vec();
+        let offset = self.console.get() - unshown.len() as u64;
+        (self.replayer.into_machine(), offset, unshown)
+    }
+}
+
+/// A host's state.
+pub enum Host {
+    /// Waiting for a live clone.
+    Spare,
+    Primary(Box<Primary>),
+    Backup(Box<Backup>),
+    /// Not running a VM: crashed (comes back as a spare when the fault heals), fenced,
+    /// halted or stopped.
+    Down(String),
+}

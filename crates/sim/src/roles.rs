@@ -1,0 +1,433 @@
+//! The roles' turns in the world: a primary's step and the Output Rule's release (checked
+//! against what the backup really holds), a backup's step, the claims' answers, go-live and
+//! the live clone into a spare. Every decision is `ftvm-ft`'s; this file moves the pieces.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use ftvm_ft::{BackupPhase, Claim, PrimaryPhase, PrimaryRule, Release, rule};
+use ftvm_machine::Machine;
+
+use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Primary};
+use crate::net::{Addr, Event, Msg};
+use crate::world::{CLAIM_RETRY, CLONE_DELAY, World};
+
+impl World {
+    pub(crate) fn host_receives(&mut self, h: usize, msg: Msg) {
+        match &self.hosts[h] {
+            Host::Primary(_) => self.primary_receives(h, msg),
+            Host::Backup(_) => self.backup_receives(h, msg),
+            Host::Spare => self.spare_receives(h, msg),
+            Host::Down(_) => {}
+        }
+    }
+
+    fn primary_receives(&mut self, h: usize, msg: Msg) {
+        let now = self.net.now;
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        match msg {
+            Msg::Request(line) if !p.halted => self.inbox[h].push_back(line),
+            Msg::Ack { channel, received } if p.channel == Some(channel) => {
+                p.rule.ack(received, now)
+            }
+            Msg::Answer {
+                generation,
+                outcome,
+            } if p.asked.is_some_and(|a| a.generation == generation)
+                && matches!(p.rule.phase(), PrimaryPhase::Claiming { .. }) =>
+            {
+                p.asked = None;
+                p.rule.claimed(&Claim::of(generation, outcome));
+                self.after_primary_claim(h);
+            }
+            _ => {}
+        }
+    }
+
+    fn backup_receives(&mut self, h: usize, msg: Msg) {
+        let now = self.net.now;
+        let Host::Backup(b) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        match msg {
+            Msg::Log { channel, bytes } if b.channel == channel => {
+                b.storing += 1;
+                let early = b.rule.arriving(bytes.len(), now);
+                // The reader thread stores pieces in the order they came.
+                let delay = Duration::from_micros(self.rng.range(50, 1500));
+                let when = (now + delay).max(b.last_store);
+                b.last_store = when;
+                let stored = Event::Stored {
+                    host: h,
+                    channel,
+                    bytes,
+                };
+                self.net.at(when, stored);
+                if let Some(received) = early {
+                    self.send_ack(h, channel, received);
+                }
+            }
+            Msg::Heartbeat { channel } if b.channel == channel => b.rule.heard(now),
+            Msg::Answer {
+                generation,
+                outcome,
+            } if b.asked.is_some_and(|a| a.generation == generation)
+                && matches!(b.phase, BackupPhase::Claiming { .. }) =>
+            {
+                b.asked = None;
+                b.phase = b.phase.clone().claimed(Claim::of(generation, outcome));
+                self.after_backup_claim(h);
+            }
+            _ => {}
+        }
+    }
+
+    /// A spare takes a live clone: the machine restored, it becomes the backup on the clone's
+    /// channel and says so (its first ack), and the log follows.
+    fn spare_receives(&mut self, h: usize, msg: Msg) {
+        let Msg::Clone {
+            channel,
+            snapshot,
+            generation,
+            console,
+        } = msg
+        else {
+            return;
+        };
+        let machine = match Machine::restore(&snapshot) {
+            Ok(m) => m,
+            Err(e) => return self.fail(format!("a clone's snapshot does not restore: {e}")),
+        };
+        let now = self.net.now;
+        let backup = Backup::new(
+            machine,
+            generation,
+            channel,
+            console,
+            self.timing,
+            now,
+            self.bugs,
+        );
+        self.hosts[h] = Host::Backup(Box::new(backup));
+        self.stats.clones += 1;
+        self.send_ack(h, channel, 0);
+    }
+
+    pub(crate) fn primary_step(&mut self, h: usize) {
+        let now = self.net.now;
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        if p.rule.tick(now).is_some() {
+            self.stats.backups_lost += 1;
+        }
+        if matches!(p.rule.phase(), PrimaryPhase::Alone { .. }) && p.channel.is_some() {
+            // Alone without a claim: only the skip-test-and-set bug gets here.
+            self.after_primary_claim(h);
+        }
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        if let PrimaryPhase::Claiming { generation } = *p.rule.phase() {
+            if p.asked.is_none_or(|a| now - a.at >= CLAIM_RETRY) {
+                p.asked = Some(Asked {
+                    generation,
+                    at: now,
+                });
+                self.net.send(
+                    &mut self.rng,
+                    Addr::Host(h),
+                    Addr::TieBreaker,
+                    Msg::Claim { generation },
+                );
+            }
+            // The claim blocks the VM's thread in the binary: the guest waits too.
+            return;
+        }
+        if matches!(p.rule.phase(), PrimaryPhase::Alone { .. })
+            && !p.halted
+            && p.held.is_empty()
+            && now >= p.clone_at
+        {
+            p.clone_at = now + CLONE_DELAY;
+            self.try_clone(h);
+        }
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        while let Some(line) = self.inbox[h].pop_front() {
+            p.input(line);
+        }
+        p.run_slice();
+        let log = p.take_log();
+        if let Some(channel) = p.channel
+            && p.rule.logging()
+        {
+            let hb = now - p.last_sent >= self.timing.heartbeat;
+            let backup = self.net.channels[channel].backup;
+            if !log.is_empty() {
+                p.last_sent = now;
+                self.net.send(
+                    &mut self.rng,
+                    Addr::Host(h),
+                    Addr::Host(backup),
+                    Msg::Log {
+                        channel,
+                        bytes: log,
+                    },
+                );
+            } else if hb {
+                p.last_sent = now;
+                self.net.send(
+                    &mut self.rng,
+                    Addr::Host(h),
+                    Addr::Host(backup),
+                    Msg::Heartbeat { channel },
+                );
+            }
+        }
+        self.release(h);
+    }
+
+    /// The Output Rule at work, and checked: what the rule lets go must be covered by what the
+    /// backup really holds, or by this host's own win in the tie-breaker.
+    fn release(&mut self, h: usize) {
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        let acked = p.rule.acked();
+        let next = p.held.iter().find(|o| o.ticket > acked).map(|o| o.ticket);
+        let limit = match p.rule.release(next) {
+            Release::UpTo(a) => a,
+            Release::All => u64::MAX,
+            Release::Fenced => return,
+        };
+        let (phase, channel) = (p.rule.phase().clone(), p.channel);
+        let mut out = Vec::new();
+        while p.held.front().is_some_and(|o| o.ticket <= limit) {
+            out.push(p.held.pop_front().expect("checked"));
+        }
+        for o in out {
+            if let PrimaryPhase::Fenced { generation } = phase {
+                self.fail(format!(
+                    "a fenced host showed output: host {h} lost generation {generation} to host {:?}",
+                    self.winner(generation)
+                ));
+                return;
+            }
+            let covered = channel.is_some_and(|c| self.net.channels[c].stored >= o.ticket);
+            if !covered {
+                let won = match phase {
+                    PrimaryPhase::Alone { generation } => self.winner(generation - 1) == Some(h),
+                    _ => false,
+                };
+                if !won {
+                    let held = channel.map(|c| self.net.channels[c].stored).unwrap_or(0);
+                    self.fail(format!(
+                        "Output Rule: host {h} ({phase:?}) let out console bytes logged by byte {}, \
+                         but its backup holds only {held} bytes and the host holds no won claim",
+                        o.ticket
+                    ));
+                    return;
+                }
+            }
+            self.stats.outputs += 1;
+            if o.power_off {
+                self.powered_off = true;
+                self.hosts[h] = Host::Down("the guest powered off".into());
+                return;
+            }
+            self.shown = self.shown.max(o.offset + o.bytes.len() as u64);
+            self.net.send(
+                &mut self.rng,
+                Addr::Host(h),
+                Addr::Clients,
+                Msg::Reply {
+                    offset: o.offset,
+                    bytes: o.bytes,
+                },
+            );
+        }
+    }
+
+    fn after_primary_claim(&mut self, h: usize) {
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        match *p.rule.phase() {
+            PrimaryPhase::Alone { generation } => {
+                p.channel = None;
+                p.clone_at = self.net.now + CLONE_DELAY;
+                self.runs_alone(h, generation);
+            }
+            PrimaryPhase::Fenced { .. } => {
+                if matches!(p.rule.release(None), Release::Fenced) {
+                    p.held.clear();
+                    self.hosts[h] = Host::Down("fenced: lost the claim".into());
+                } else {
+                    // Only a deliberate bug lets a fenced primary go on: it shows what it held.
+                    self.release(h);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// At most one host runs alone as any generation.
+    fn runs_alone(&mut self, h: usize, generation: u64) {
+        if let Some(&other) = self.alone.get(&generation)
+            && other != h
+        {
+            self.fail(format!(
+                "split brain: hosts {other} and {h} both run alone as generation {generation}"
+            ));
+        }
+        self.alone.insert(generation, h);
+    }
+
+    fn try_clone(&mut self, h: usize) {
+        let Some(spare) = (0..self.hosts.len())
+            .find(|&s| matches!(self.hosts[s], Host::Spare) && !self.net.is_frozen(s))
+        else {
+            return;
+        };
+        let now = self.net.now;
+        let channel = self.net.open_channel(h, spare);
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        let PrimaryPhase::Alone { generation } = *p.rule.phase() else {
+            unreachable!()
+        };
+        let g = rule::clone_generation(generation, self.bugs);
+        let snapshot = Rc::new(p.machine.snapshot());
+        let console = p.console;
+        p.restart_log(
+            PrimaryRule::paired(g, self.timing, now, self.bugs),
+            channel,
+            now,
+        );
+        self.net.send(
+            &mut self.rng,
+            Addr::Host(h),
+            Addr::Host(spare),
+            Msg::Clone {
+                channel,
+                snapshot,
+                generation: g,
+                console,
+            },
+        );
+    }
+
+    pub(crate) fn backup_step(&mut self, h: usize) {
+        let now = self.net.now;
+        let Host::Backup(b) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        if let BackupPhase::Claiming { generation } = b.phase {
+            if b.asked.is_none_or(|a| now - a.at >= CLAIM_RETRY) {
+                b.asked = Some(Asked {
+                    generation,
+                    at: now,
+                });
+                self.net.send(
+                    &mut self.rng,
+                    Addr::Host(h),
+                    Addr::TieBreaker,
+                    Msg::Claim { generation },
+                );
+            }
+            return;
+        }
+        b.turns += 1;
+        if b.turns % b.turn_every != 0 {
+            return;
+        }
+        let channel = b.channel;
+        if let Some(received) = b.rule.heartbeat_due(now) {
+            self.send_ack(h, channel, received);
+        }
+        let Host::Backup(b) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        match b.step(now) {
+            Err(e) => self.fail(e),
+            Ok(BackupStep::Replaying) => {}
+            Ok(BackupStep::Claim(generation)) => {
+                self.stats.primaries_lost += 1;
+                b.asked = Some(Asked {
+                    generation,
+                    at: now,
+                });
+                self.net.send(
+                    &mut self.rng,
+                    Addr::Host(h),
+                    Addr::TieBreaker,
+                    Msg::Claim { generation },
+                );
+            }
+            Ok(BackupStep::Stopped(why)) => self.hosts[h] = Host::Down(why),
+        }
+    }
+
+    fn after_backup_claim(&mut self, h: usize) {
+        let Host::Backup(b) = &self.hosts[h] else {
+            unreachable!()
+        };
+        match b.phase.clone() {
+            BackupPhase::Live { generation } => {
+                if self.powered_off {
+                    self.fail(format!(
+                        "host {h} went live after the guest had powered off"
+                    ));
+                    return;
+                }
+                if b.replayer.halted() || b.complete {
+                    self.fail(format!(
+                        "host {h} went live with a machine that had powered off"
+                    ));
+                    return;
+                }
+                let Host::Backup(b) = std::mem::replace(&mut self.hosts[h], Host::Spare) else {
+                    unreachable!()
+                };
+                let now = self.net.now;
+                let (machine, offset, unshown) = b.into_live();
+                let produced = offset + unshown.len() as u64;
+                if produced < self.shown {
+                    self.fail(format!(
+                        "Output Requirement: the world saw {} console bytes, but the VM going live \
+                         on host {h} had produced only {produced}: it lacks outputs already shown",
+                        self.shown
+                    ));
+                    return;
+                }
+                let mut p = Primary::new(
+                    machine,
+                    PrimaryRule::alone(generation, self.timing, now, self.bugs),
+                    offset + unshown.len() as u64,
+                    now,
+                );
+                p.clone_at = now + CLONE_DELAY;
+                if !unshown.is_empty() {
+                    p.held.push_back(Held {
+                        ticket: 0,
+                        offset,
+                        bytes: unshown,
+                        power_off: false,
+                    });
+                }
+                self.hosts[h] = Host::Primary(Box::new(p));
+                self.inbox[h].clear();
+                self.announced = h;
+                self.stats.failovers += 1;
+                self.runs_alone(h, generation);
+            }
+            BackupPhase::Halted { .. } => self.hosts[h] = Host::Down("lost the claim".into()),
+            _ => {}
+        }
+    }
+}
