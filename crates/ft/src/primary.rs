@@ -27,6 +27,7 @@ use nix::sys::socket::{MsgFlags, recv};
 
 use crate::control::{Control, Role};
 use crate::role::{Claim, claim};
+use crate::rule::{Bugs, PrimaryPhase, PrimaryRule, Release};
 use crate::tiebreak::TieBreaker;
 use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary, WireError};
 use crate::{Timing, stamp};
@@ -474,9 +475,9 @@ pub struct FtPrimary {
     tb: Arc<dyn TieBreaker>,
     cfg: PrimaryConfig,
     control: Arc<Control>,
-    /// This side won its claim and runs alone: the VM thread's own copy of the channel being
-    /// `Closed` by that win, so each gate need not take the link's lock to know it.
-    alone: bool,
+    /// The Output Rule and the claim's consequences: the same rule the simulator runs. The
+    /// VM thread's own, so a decided phase (alone, fenced) needs no lock at each gate.
+    rule: PrimaryRule,
     /// The newest ticket handed out: outputs wait for an ack this far.
     ticket: u64,
     started: Instant,
@@ -626,6 +627,7 @@ impl FtPrimary {
                     sender(l1, hb)
                 }
             })?;
+        let rule = PrimaryRule::paired(cfg.generation, cfg.timing, Duration::ZERO, Bugs::default());
         let writer = Writer::new(LinkWriter(link.clone()), header)?;
         let rec = Recorder::new(writer).with_checkpoint_interval(cfg.checkpoint_interval);
         Ok(FtPrimary {
@@ -633,8 +635,8 @@ impl FtPrimary {
             link,
             tb,
             cfg,
+            rule,
             control,
-            alone: false,
             ticket: 0,
             started: now,
             samples: VecDeque::new(),
@@ -651,7 +653,7 @@ impl FtPrimary {
 
     /// Whether the backup was lost and this side won: no log goes anywhere any more.
     pub fn is_alone(&self) -> bool {
-        self.alone
+        matches!(self.rule.phase(), PrimaryPhase::Alone { .. })
     }
 
     pub fn generation(&self) -> u64 {
@@ -800,7 +802,11 @@ impl FtPrimary {
 
     /// The backup is gone or cut off: continue alone only with the tie-breaker's say-so.
     fn settle(&mut self, why: &BackupLost) -> Gate {
-        let g = self.cfg.generation;
+        let Some(g) = self.rule.lose() else {
+            // Decided already: only the first loss claims.
+            return gate_of(self.rule.release(None));
+        };
+        debug_assert_eq!(g, self.cfg.generation);
         eprintln!("ftvm primary: {} lost the backup: {why}", stamp());
         eprintln!(
             "ftvm primary: {} test-and-set of generation {g} on {}",
@@ -810,11 +816,11 @@ impl FtPrimary {
         let answer = claim(&*self.tb, g, &self.cfg.who, |e| {
             eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
         });
+        self.rule.claimed(&answer);
         match answer {
             Claim::Won {
                 next_generation, ..
             } => {
-                self.alone = true;
                 self.link.lock().channel = Channel::Closed;
                 self.link.to_send.notify_all();
                 self.link.progress.notify_all();
@@ -829,7 +835,7 @@ impl FtPrimary {
                     stamp(),
                     next_generation
                 );
-                Gate::Release(u64::MAX)
+                gate_of(self.rule.release(None))
             }
             Claim::Lost { winner, .. } => {
                 self.control.update(|s| s.role = Role::Halted);
@@ -838,7 +844,7 @@ impl FtPrimary {
                      without another output",
                     stamp()
                 );
-                Gate::Fenced
+                gate_of(self.rule.release(None))
             }
         }
     }
@@ -869,7 +875,7 @@ impl Observer for FtPrimary {
         // Timed from before the flush: on loopback the ack can be back before it returns.
         let since = Instant::now();
         self.ticket = self.rec.barrier();
-        if !self.alone && self.waiting.back().is_none_or(|&(t, _)| t < self.ticket) {
+        if self.rule.logging() && self.waiting.back().is_none_or(|&(t, _)| t < self.ticket) {
             self.waiting.push_back((self.ticket, since));
         }
         self.ticket
@@ -884,9 +890,9 @@ impl Observer for FtPrimary {
     }
 
     fn gate(&mut self, icount: u64, held: usize, wait: Duration) -> Gate {
-        if self.alone {
+        if !self.rule.logging() {
             self.publish(icount, held, 0);
-            return Gate::Release(u64::MAX);
+            return gate_of(self.rule.release(None));
         }
         // The acks that came meanwhile; with a wait, until they cover the newest ticket.
         self.link.pump(true, self.ticket, wait);
@@ -902,13 +908,23 @@ impl Observer for FtPrimary {
         let acked = o.acked;
         drop(o);
         let now = Instant::now();
+        self.rule.ack(acked, now - self.started);
         while let Some(&(t, since)) = self.waiting.front()
             && t <= acked
         {
             self.delays.add(now - since);
             self.waiting.pop_front();
         }
-        Gate::Release(acked)
+        gate_of(self.rule.release(None))
+    }
+}
+
+/// The runner's gate for what the Output Rule lets out.
+fn gate_of(release: Release) -> Gate {
+    match release {
+        Release::UpTo(acked) => Gate::Release(acked),
+        Release::All => Gate::Release(u64::MAX),
+        Release::Fenced => Gate::Fenced,
     }
 }
 
