@@ -69,7 +69,25 @@ pub fn run(args: SimArgs) -> Result<i32> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let t = Instant::now();
-    let (stats, failures) = run_seeds(args.first, args.seeds, jobs, &opts);
+    // In chunks, so a long run shows where it is (results do not depend on the chunking).
+    const CHUNK: u64 = 2000;
+    let (mut stats, mut failures) = (ftvm_sim::Stats::default(), Vec::new());
+    let mut done = 0;
+    while done < args.seeds {
+        let n = CHUNK.min(args.seeds - done);
+        let (s, f) = run_seeds(args.first + done, n, jobs, &opts);
+        stats.add(&s);
+        failures.extend(f);
+        done += n;
+        if args.seeds > CHUNK {
+            eprintln!(
+                "ftvm sim: {done} of {} seeds, {} failed, {:.1} seeds/s",
+                args.seeds,
+                failures.len(),
+                done as f64 / t.elapsed().as_secs_f64().max(1e-9)
+            );
+        }
+    }
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{} seeds ({}..{}) in {secs:.1} s on {jobs} threads: {:.1} seeds/s",
@@ -79,9 +97,11 @@ pub fn run(args: SimArgs) -> Result<i32> {
         args.seeds as f64 / secs.max(1e-9)
     );
     println!(
-        "  failovers {}, clones {}, claims {}, backups lost {}, primaries lost {}, power-offs seen {}",
+        "  failovers {}, clones {} ({} moving a backup), claims {}, backups lost {}, primaries \
+         lost {}, power-offs seen {}",
         stats.failovers,
         stats.clones,
+        stats.moves,
         stats.claims,
         stats.backups_lost,
         stats.primaries_lost,

@@ -211,7 +211,11 @@ impl FtVm {
             (true, paired) => (self.cfg.generation, Some(paired)),
             // Moving the backup: the new pair takes the next generation at the switch.
             (false, true) => (self.cfg.generation + 1, None),
-            (false, false) => (self.cfg.generation, None),
+            // Alone: the generation this VM runs as, which no record holds yet.
+            (false, false) => (
+                crate::rule::clone_generation(self.cfg.generation, crate::rule::Bugs::default()),
+                None,
+            ),
         };
         let job = CloneJob::start(
             &target,

@@ -129,6 +129,15 @@ impl World {
                     Duration::from_millis(80)
                 }
             }
+            FaultKind::MoveBackup => {
+                let spare = self.free_spare();
+                if let (false, Some(p), Some(_), Some(spare)) = (heal, primary, backup, spare)
+                    && let Host::Primary(p) = &mut self.hosts[p]
+                    && p.rule.logging()
+                {
+                    p.moving = Some(spare);
+                }
+            }
             FaultKind::PowerOff => {
                 if !heal {
                     let to = Addr::Host(self.announced);

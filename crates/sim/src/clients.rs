@@ -246,3 +246,66 @@ impl Clients {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(c: &mut Clients, at: u64, bytes: &[u8]) -> Result<(), String> {
+        c.receive(at, bytes, Duration::from_millis(1), &mut Rng::new(0))
+    }
+
+    /// The next bytes of the stream.
+    fn next(c: &mut Clients, bytes: &[u8]) -> Result<(), String> {
+        let at = c.offset;
+        answer(c, at, bytes)
+    }
+
+    #[test]
+    fn a_read_must_return_the_last_acknowledged_write() {
+        let mut c = Clients::new(1);
+        let mut rng = Rng::new(1);
+        // Drive client 0 until it has a write pending, then acknowledge it.
+        let mut now = Duration::ZERO;
+        let line = loop {
+            let out = c.tick(now, &mut rng);
+            if let Some(l) = out.into_iter().find(|l| l[0] == b'S') {
+                break l;
+            }
+            let p = c.clients[0].pending.clone().expect("a request");
+            let reply = format!("R0{:04x}{:02x}0000\n", c.clients[0].seq, p.key);
+            next(&mut c, reply.as_bytes()).unwrap();
+            now += Duration::from_millis(10);
+        };
+        let text = String::from_utf8(line).unwrap();
+        let reply = format!("R{}\n", &text[1..12]);
+        next(&mut c, reply.as_bytes()).unwrap();
+        let key = u8::from_str_radix(&text[6..8], 16).unwrap();
+        let value = u16::from_str_radix(&text[8..12], 16).unwrap();
+        assert_eq!(c.clients[0].model.get(&key), Some(&value));
+        // A read of that key answered with anything else breaks the Output Requirement.
+        c.clients[0].seq += 1;
+        c.clients[0].pending = Some(Pending {
+            line: Vec::new(),
+            op: b'G',
+            key,
+            value: 0,
+            sent: now,
+        });
+        let stale = format!("R0{:04x}{key:02x}{:04x}\n", c.clients[0].seq, value ^ 1);
+        let err = next(&mut c, stale.as_bytes()).unwrap_err();
+        assert!(err.contains("Output Requirement"), "{err}");
+    }
+
+    #[test]
+    fn bytes_never_shown_drop_the_line_they_cut_and_repeats_are_ignored() {
+        let mut c = Clients::new(1);
+        // "R0" shown, then a gap: the rest of that line must not be read as an answer.
+        answer(&mut c, 0, b"R0").unwrap();
+        answer(&mut c, 5, b"garbage\nR0").unwrap();
+        assert_eq!(c.seen.gaps, 1);
+        // Bytes already seen again (a replica's copy) are ignored.
+        answer(&mut c, 0, b"R0ffff").unwrap();
+        assert_eq!(c.offset, 15);
+    }
+}

@@ -30,12 +30,15 @@ pub enum FaultKind {
     TieBreakerSlow,
     /// The tie-breaker acts on claims but its answers are lost.
     TieBreakerLosesAnswers,
+    /// The operator moves the backup to a spare (`ftvm ctl add-backup` on a paired primary):
+    /// the primary takes the old generation itself, retires the old backup and clones.
+    MoveBackup,
     /// The guest is told to power off (a request from a client).
     PowerOff,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::CrashPrimary,
         FaultKind::CrashBackup,
         FaultKind::CrashSpare,
@@ -49,6 +52,7 @@ impl FaultKind {
         FaultKind::TieBreakerDown,
         FaultKind::TieBreakerSlow,
         FaultKind::TieBreakerLosesAnswers,
+        FaultKind::MoveBackup,
         FaultKind::PowerOff,
     ];
 
@@ -66,6 +70,7 @@ impl FaultKind {
             FaultKind::SlowPair => 2,
             FaultKind::TieBreakerDown | FaultKind::TieBreakerSlow => 2,
             FaultKind::TieBreakerLosesAnswers => 2,
+            FaultKind::MoveBackup => 3,
             FaultKind::PowerOff => 1,
         }
     }
@@ -85,6 +90,7 @@ impl FaultKind {
             FaultKind::TieBreakerDown => "tiebreaker-down",
             FaultKind::TieBreakerSlow => "tiebreaker-slow",
             FaultKind::TieBreakerLosesAnswers => "tiebreaker-loses-answers",
+            FaultKind::MoveBackup => "move-backup",
             FaultKind::PowerOff => "power-off",
         }
     }

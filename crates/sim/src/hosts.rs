@@ -79,6 +79,8 @@ pub struct Primary {
     pub halted: bool,
     /// When to look for a spare to clone into next.
     pub clone_at: Duration,
+    /// The operator asked to move the backup to this spare.
+    pub moving: Option<usize>,
 }
 
 /// The log's header: the simulator builds every machine itself, so it only names the guest.
@@ -115,6 +117,7 @@ impl Primary {
             asked: None,
             halted: false,
             clone_at: now,
+            moving: None,
             machine,
         }
     }
@@ -209,6 +212,8 @@ pub struct Backup {
     /// The log's end record was replayed (the primary finished: never go live).
     pub complete: bool,
     pub asked: Option<Asked>,
+    /// The primary replaced it with a new backup.
+    pub retired: bool,
     /// Steps taken, and how many of them replay (1: each; more while its host is slow).
     pub turns: u64,
     pub turn_every: u64,
@@ -248,6 +253,7 @@ impl Backup {
             last_store: now,
             complete: false,
             asked: None,
+            retired: false,
             turns: 0,
             turn_every: 1,
         }
@@ -309,7 +315,7 @@ impl Backup {
             complete: self.complete,
             moved_to: None,
             guest_halted: self.replayer.halted(),
-            retired: false,
+            retired: self.retired,
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Msg {
         generation: u64,
         console: u64,
     },
+    /// The primary replaced this backup (it took the backup's generation first): stop.
+    Retire { channel: usize },
     /// A request line from a client.
     Request(Vec<u8>),
     /// Console bytes of the VM's stream, from byte `offset` on.
@@ -202,7 +204,54 @@ fn channel_of(msg: &Msg) -> Option<usize> {
         Msg::Log { channel, .. }
         | Msg::Heartbeat { channel }
         | Msg::Ack { channel, .. }
+        | Msg::Retire { channel }
         | Msg::Clone { channel, .. } => Some(*channel),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(channel: usize, byte: u8) -> Msg {
+        Msg::Log {
+            channel,
+            bytes: vec![byte],
+        }
+    }
+
+    #[test]
+    fn a_link_delivers_in_order_and_a_cut_breaks_its_channel_for_good() {
+        let mut net = Net::new();
+        let mut rng = Rng::new(9);
+        let c = net.open_channel(0, 1);
+        let (a, b) = (Addr::Host(0), Addr::Host(1));
+        for i in 0..50 {
+            net.send(&mut rng, a, b, log(c, i));
+        }
+        let mut got = Vec::new();
+        while let Some(Event::Deliver {
+            msg: Msg::Log { bytes, .. },
+            ..
+        }) = net.pop(Duration::MAX)
+        {
+            got.push(bytes[0]);
+        }
+        assert_eq!(
+            got,
+            (0..50).collect::<Vec<u8>>(),
+            "one connection keeps its order"
+        );
+        net.cut(a, b, true);
+        net.send(&mut rng, a, b, log(c, 0));
+        net.cut(a, b, false);
+        net.send(&mut rng, a, b, log(c, 1));
+        assert!(net.channels[c].broken);
+        assert!(
+            net.pop(Duration::MAX).is_none(),
+            "nothing crosses a broken channel"
+        );
+        assert_eq!(net.dropped, 2);
     }
 }

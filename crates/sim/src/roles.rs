@@ -70,6 +70,10 @@ impl World {
                 }
             }
             Msg::Heartbeat { channel } if b.channel == channel => b.rule.heard(now),
+            Msg::Retire { channel } if b.channel == channel => {
+                b.retired = true;
+                b.rule.channel_failed();
+            }
             Msg::Answer {
                 generation,
                 outcome,
@@ -122,6 +126,11 @@ impl World {
         };
         if p.rule.tick(now).is_some() {
             self.stats.backups_lost += 1;
+        }
+        if p.moving.is_some() && p.held.is_empty() && p.rule.logging() {
+            // The switch to a new backup: the old one holds everything shown; this side takes
+            // its generation (the claim), then retires it and clones.
+            p.rule.lose();
         }
         if matches!(p.rule.phase(), PrimaryPhase::Alone { .. }) && p.channel.is_some() {
             // Alone without a claim: only the skip-test-and-set bug gets here.
@@ -258,9 +267,27 @@ impl World {
         };
         match *p.rule.phase() {
             PrimaryPhase::Alone { generation } => {
-                p.channel = None;
+                let old = p.channel.take();
                 p.clone_at = self.net.now + CLONE_DELAY;
+                let moving = p.moving.take();
                 self.runs_alone(h, generation);
+                if let (Some(spare), Some(old)) = (moving, old) {
+                    // Moving the backup: the old one's generation is this side's now, so it
+                    // can never go live even if it misses its retirement.
+                    let backup = self.net.channels[old].backup;
+                    let retire = Msg::Retire { channel: old };
+                    self.net
+                        .send(&mut self.rng, Addr::Host(h), Addr::Host(backup), retire);
+                    self.stats.moves += 1;
+                    // Into the spare now if nothing waits to be shown (else as any clone does,
+                    // once everything held is out: a new log's tickets start afresh).
+                    let Host::Primary(p) = &self.hosts[h] else {
+                        unreachable!()
+                    };
+                    if p.held.is_empty() {
+                        self.clone_into(h, spare);
+                    }
+                }
             }
             PrimaryPhase::Fenced { .. } => {
                 if matches!(p.rule.release(None), Release::Fenced) {
@@ -288,11 +315,21 @@ impl World {
     }
 
     fn try_clone(&mut self, h: usize) {
-        let Some(spare) = (0..self.hosts.len())
+        if let Some(spare) = self.free_spare() {
+            self.clone_into(h, spare);
+        }
+    }
+
+    /// A spare that can take a clone now.
+    pub(crate) fn free_spare(&self) -> Option<usize> {
+        (0..self.hosts.len())
             .find(|&s| matches!(self.hosts[s], Host::Spare) && !self.net.is_frozen(s))
-        else {
+    }
+
+    fn clone_into(&mut self, h: usize, spare: usize) {
+        if !matches!(self.hosts[spare], Host::Spare) {
             return;
-        };
+        }
         let now = self.net.now;
         let channel = self.net.open_channel(h, spare);
         let Host::Primary(p) = &mut self.hosts[h] else {
@@ -369,6 +406,8 @@ impl World {
                     Msg::Claim { generation },
                 );
             }
+            // A retired backup's host is free again.
+            Ok(BackupStep::Stopped(_)) if b.retired => self.hosts[h] = Host::Spare,
             Ok(BackupStep::Stopped(why)) => self.hosts[h] = Host::Down(why),
         }
     }
