@@ -77,6 +77,10 @@ pub fn run(args: SimArgs) -> Result<i32> {
         let n = CHUNK.min(args.seeds - done);
         let (s, f) = run_seeds(args.first + done, n, jobs, &opts);
         stats.add(&s);
+        // Each failure as soon as its chunk ends: a long run stopped early still shows them.
+        for failure in &f {
+            println!("{failure}");
+        }
         failures.extend(f);
         done += n;
         if args.seeds > CHUNK {
@@ -121,9 +125,6 @@ pub fn run(args: SimArgs) -> Result<i32> {
         "  crashes not made (they would have destroyed the VM's last copy): {}",
         stats.skipped
     );
-    for f in &failures {
-        println!("{f}");
-    }
     println!("{} of {} seeds failed", failures.len(), args.seeds);
     Ok(if failures.is_empty() { 0 } else { 1 })
 }

@@ -1,8 +1,9 @@
 # The simulator's guest: a key-value store on the console, written for ftvm-sim.
 #
-# Bare metal, M-mode, no interrupts: it polls the 16550 for request lines and answers each with
-# one reply line, so a step of the simulator costs microseconds and every non-deterministic
-# input is a console input the FT protocol logs. Lines are fixed-width hex:
+# Bare metal, M-mode: it sleeps (WFI) until the 16550 raises its receive interrupt through the
+# PLIC, reads request lines and answers each with one reply line, so an idle guest costs the
+# simulator nothing and every non-deterministic input is a console input the FT protocol logs.
+# Interrupts wake the hart but are never taken (mstatus.MIE stays 0). Lines are fixed-width hex:
 #   request  <op><c><ssss><kk><vvvv>\n   op: S (set key kk to vvvv), G (get kk), P (power off)
 #   reply    R<c><ssss><kk><vvvv>\n      the value set or read
 # c is the client (0-f), ssss its request number. A request repeated with the same number (the
@@ -12,6 +13,10 @@
 
 .equ UART, 0x10000000
 .equ TEST_DEV, 0x100000
+.equ PLIC, 0x0c000000
+.equ PLIC_ENABLE_M, 0x0c002000
+.equ PLIC_CLAIM_M, 0x0c200004
+.equ UART_IRQ, 10
 .equ LINE, 12
 
 .section .text.init
@@ -21,10 +26,31 @@ _start:
     la s0, line
     li s1, 0                # bytes of the current line
     li s2, UART
+    li t0, 1
+    sb t0, 1(s2)            # IER: interrupt when a byte is received
+    li t0, PLIC
+    li t1, 1
+    sw t1, 4 * UART_IRQ(t0) # the UART's priority
+    li t0, PLIC_ENABLE_M
+    li t1, 1 << UART_IRQ
+    sw t1, 0(t0)            # enabled for hart 0's M mode (threshold 0)
+    li t0, 1 << 11
+    csrs mie, t0            # MEIE: an external interrupt wakes WFI
 next_byte:
     lbu t0, 5(s2)           # LSR: bit 0, a byte is waiting
     andi t0, t0, 1
-    beqz t0, next_byte
+    bnez t0, read_byte
+    # Nothing to read: finish the PLIC's claim if one is pending (so the next byte raises it
+    # again), look once more, then sleep.
+    li t3, PLIC_CLAIM_M
+    lw t4, 0(t3)
+    beqz t4, sleep
+    sw t4, 0(t3)
+    j next_byte
+sleep:
+    wfi
+    j next_byte
+read_byte:
     lbu t0, 0(s2)
     li t1, '\n'
     beq t0, t1, end_of_line

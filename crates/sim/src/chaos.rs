@@ -6,7 +6,7 @@ use std::time::Duration;
 use ftvm_ft::{BackupPhase, PrimaryPhase};
 
 use crate::faults::FaultKind;
-use crate::hosts::Host;
+use crate::hosts::{Host, REPLAY_RECORDS, SLOW_RECORDS, SLOW_TURNS};
 use crate::net::{Addr, Msg};
 use crate::world::World;
 
@@ -58,8 +58,12 @@ impl World {
                 if let [b] = self.struck[index][..]
                     && let Host::Backup(backup) = &mut self.hosts[b]
                 {
-                    // A busy host gives the replay one turn in ten.
-                    backup.turn_every = if heal { 1 } else { 10 };
+                    // A busy host gives the replay few turns, and little in each.
+                    (backup.turn_every, backup.records_per_turn) = if heal {
+                        (1, REPLAY_RECORDS)
+                    } else {
+                        (SLOW_TURNS, SLOW_RECORDS)
+                    };
                 }
             }
             FaultKind::FreezePrimary | FaultKind::FreezeBackup => {

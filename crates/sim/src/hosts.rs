@@ -19,9 +19,14 @@ use ftvm_replay::{Recorder, Replayer};
 pub const SLICE: u64 = 1_000;
 /// Instructions between state-hash checkpoints in the log.
 pub const CHECKPOINT: u64 = 50_000;
-/// How far a backup replays in one step: faster than the primary, so it catches up, but not
-/// unboundedly (a backlog is what a go-live must drain).
+/// How far a backup replays in one step: an instruction budget (faster than the primary, so it
+/// catches up) and a record budget (what a slow host gets through; a backlog is what a go-live
+/// must drain).
 pub const REPLAY_BUDGET: u64 = 3 * SLICE;
+pub const REPLAY_RECORDS: usize = 256;
+/// A slow backup host: a turn in five, two records a turn.
+pub const SLOW_TURNS: u64 = 5;
+pub const SLOW_RECORDS: usize = 2;
 
 /// The recorder's output: log bytes waiting to go on the channel.
 #[derive(Clone, Default)]
@@ -217,6 +222,8 @@ pub struct Backup {
     /// Steps taken, and how many of them replay (1: each; more while its host is slow).
     pub turns: u64,
     pub turn_every: u64,
+    /// Records it replays per turn.
+    pub records_per_turn: usize,
 }
 
 /// What a backup's step came to.
@@ -256,6 +263,7 @@ impl Backup {
             retired: false,
             turns: 0,
             turn_every: 1,
+            records_per_turn: REPLAY_RECORDS,
         }
     }
 
@@ -279,10 +287,14 @@ impl Backup {
     pub fn step(&mut self, now: Duration) -> Result<BackupStep, String> {
         let start = self.replayer.machine.icount();
         let mut drained = false;
+        let mut records = 0;
         while !self.complete {
-            if self.replayer.machine.icount() >= start + REPLAY_BUDGET {
+            if self.replayer.machine.icount() >= start + REPLAY_BUDGET
+                || records == self.records_per_turn
+            {
                 break;
             }
+            records += 1;
             match self.stream.next_record() {
                 Err(e) => return Err(format!("the backup read a damaged log: {e}")),
                 Ok(None) => {

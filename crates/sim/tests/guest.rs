@@ -25,7 +25,7 @@ fn the_kept_guest_is_built_from_its_source() {
     run(Command::new("riscv64-linux-gnu-ld")
         .arg("-T")
         .arg(dir.join("../../../tests/isa/link.ld"))
-        .args(["-nostdlib", "--build-id=none", "-o"])
+        .args(["-nostdlib", "--build-id=none", "--strip-all", "-o"])
         .arg(out.join("kv.elf"))
         .arg(out.join("kv.o")));
     let built = std::fs::read(out.join("kv.elf")).unwrap();
