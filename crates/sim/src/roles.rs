@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use ftvm_ft::{BackupPhase, Claim, PrimaryPhase, PrimaryRule, Release, rule};
+use ftvm_ft::{BackupPhase, Claim, PrimaryPhase, PrimaryRule, Release, Stop, rule};
 use ftvm_machine::Machine;
 
 use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Primary};
@@ -408,7 +408,17 @@ impl World {
             }
             // A retired backup's host is free again.
             Ok(BackupStep::Stopped(_)) if b.retired => self.hosts[h] = Host::Spare,
-            Ok(BackupStep::Stopped(why)) => self.hosts[h] = Host::Down(why),
+            Ok(BackupStep::Stopped(why)) => {
+                // The log it replayed ends with the guest's own power-off: the VM is off, even
+                // if the primary died before it showed that (seed 198630).
+                if matches!(
+                    b.phase,
+                    BackupPhase::Stopped(Stop::PrimaryFinished | Stop::GuestPoweredOff)
+                ) {
+                    self.powered_off = true;
+                }
+                self.hosts[h] = Host::Down(why);
+            }
         }
     }
 
