@@ -9,7 +9,8 @@ use ftvm_ft::{BackupPhase, Claim, PrimaryPhase, PrimaryRule, Release, Stop, rule
 use ftvm_machine::Machine;
 
 use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Primary};
-use crate::net::{Addr, Event, Msg};
+use crate::net::{Addr, Event, Msg, Net};
+use crate::rng::Rng;
 use crate::world::{CLAIM_RETRY, CLONE_DELAY, World};
 
 impl World {
@@ -140,18 +141,7 @@ impl World {
             unreachable!()
         };
         if let PrimaryPhase::Claiming { generation } = *p.rule.phase() {
-            if p.asked.is_none_or(|a| now - a.at >= CLAIM_RETRY) {
-                p.asked = Some(Asked {
-                    generation,
-                    at: now,
-                });
-                self.net.send(
-                    &mut self.rng,
-                    Addr::Host(h),
-                    Addr::TieBreaker,
-                    Msg::Claim { generation },
-                );
-            }
+            p.asked = ask_claim(&mut self.net, &mut self.rng, h, generation, p.asked);
             // The claim blocks the VM's thread in the binary: the guest waits too.
             return;
         }
@@ -365,18 +355,7 @@ impl World {
             unreachable!()
         };
         if let BackupPhase::Claiming { generation } = b.phase {
-            if b.asked.is_none_or(|a| now - a.at >= CLAIM_RETRY) {
-                b.asked = Some(Asked {
-                    generation,
-                    at: now,
-                });
-                self.net.send(
-                    &mut self.rng,
-                    Addr::Host(h),
-                    Addr::TieBreaker,
-                    Msg::Claim { generation },
-                );
-            }
+            b.asked = ask_claim(&mut self.net, &mut self.rng, h, generation, b.asked);
             return;
         }
         b.turns += 1;
@@ -479,4 +458,29 @@ impl World {
             _ => {}
         }
     }
+}
+
+/// Sends host `h`'s test-and-set of `generation` unless one is out and not yet due for a retry
+/// (`decide` in the binary retries too); what is out afterwards.
+fn ask_claim(
+    net: &mut Net,
+    rng: &mut Rng,
+    h: usize,
+    generation: u64,
+    asked: Option<Asked>,
+) -> Option<Asked> {
+    let now = net.now;
+    if asked.is_some_and(|a| a.generation == generation && now - a.at < CLAIM_RETRY) {
+        return asked;
+    }
+    net.send(
+        rng,
+        Addr::Host(h),
+        Addr::TieBreaker,
+        Msg::Claim { generation },
+    );
+    Some(Asked {
+        generation,
+        at: now,
+    })
 }
