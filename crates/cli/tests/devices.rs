@@ -151,25 +151,35 @@ impl Drop for SwitchProcess {
 fn echo_round_trip(addr: impl std::net::ToSocketAddrs, len: usize) {
     use std::io::{Read, Write};
     // The guest's `nc` starts in the background after the shell answered: give it a moment.
+    // Until it listens, a direct connection is refused, and one through the switch's forward
+    // is accepted by the gateway and then reset when the guest refuses the relay: both retry.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let addr: Vec<_> = addr.to_socket_addrs().unwrap().collect();
-    let mut conn = loop {
-        match std::net::TcpStream::connect(&addr[..]) {
-            Ok(c) => break c,
+    let msg: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    loop {
+        let attempt = std::net::TcpStream::connect(&addr[..]).and_then(|mut conn| {
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+            conn.write_all(&msg)?;
+            let mut back = vec![0u8; msg.len()];
+            conn.read_exact(&mut back)?;
+            Ok(back)
+        });
+        match attempt {
+            Ok(back) => {
+                assert!(back == msg, "the echo differs");
+                return;
+            }
             Err(e) if std::time::Instant::now() < deadline => {
-                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset};
+                assert!(
+                    matches!(e.kind(), ConnectionRefused | ConnectionReset | BrokenPipe),
+                    "{e}"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             Err(e) => panic!("the guest's echo service never answered: {e}"),
         }
-    };
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let msg: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-    conn.write_all(&msg).unwrap();
-    let mut back = vec![0u8; msg.len()];
-    conn.read_exact(&mut back).unwrap();
-    assert!(back == msg, "the echo differs");
+    }
 }
 
 /// Boots a guest on the switch with `ip` on eth0.
