@@ -149,30 +149,21 @@ impl Primary {
         }
         let target = (self.machine.icount() + SLICE).min(self.next_checkpoint);
         let exit = self.machine.run(target);
-        let mut fresh = false;
+        // The slice's outputs, as (stream offset, bytes, power-off): their ticket is the log's
+        // length once the records that produced them are flushed, known only after the slice.
+        let mut fresh = Vec::new();
         for effect in self.machine.take_effects() {
             self.rec.effect(&effect);
             match effect.kind {
                 EffectKind::Console(bytes) => {
+                    let at = self.console;
                     self.console += bytes.len() as u64;
-                    self.held.push_back(Held {
-                        ticket: 0,
-                        offset: self.console - bytes.len() as u64,
-                        bytes,
-                        power_off: false,
-                    });
-                    fresh = true;
+                    fresh.push((at, bytes, false));
                 }
                 EffectKind::PowerOff(_) | EffectKind::Reset => {
                     self.rec.end(self.machine.icount(), RunEnd::PowerOff(0));
-                    self.held.push_back(Held {
-                        ticket: 0,
-                        offset: self.console,
-                        bytes: Vec::new(),
-                        power_off: true,
-                    });
+                    fresh.push((self.console, Vec::new(), true));
                     self.halted = true;
-                    fresh = true;
                 }
                 EffectKind::Io { .. } => {}
             }
@@ -186,14 +177,13 @@ impl Primary {
             self.next_checkpoint += CHECKPOINT;
         }
         let ticket = self.rec.barrier();
-        if fresh {
-            for h in self.held.iter_mut().rev() {
-                if h.ticket != 0 {
-                    break;
-                }
-                h.ticket = ticket;
-            }
-        }
+        self.held
+            .extend(fresh.into_iter().map(|(offset, bytes, power_off)| Held {
+                ticket,
+                offset,
+                bytes,
+                power_off,
+            }));
     }
 
     /// Log bytes produced since the last call.
