@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use ftvm_ft::Event;
 use serde::Serialize;
 
 use crate::bench::spread;
@@ -114,24 +115,20 @@ fn one(memory: u64, fill_pct: u64) -> Result<Run> {
     pair.set_backup(spare);
     w.write(100)?;
     w.check()?;
-    let log = pair.primary.log.text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("in lockstep from instruction"))
-        .context("no clone summary in the primary's log")?;
-    let number_before = |what: &str| -> Option<f64> {
-        let head = line.split(what).next()?;
-        head.rsplit([' ', '('])
-            .find(|t| !t.is_empty())?
-            .parse()
-            .ok()
-    };
+    let summary = pair
+        .primary
+        .log
+        .first(|e| match e {
+            Event::BackupInLockstep { summary, .. } => Some(*summary),
+            _ => None,
+        })
+        .context("no clone summary in the primary's events")?;
     Ok(Run {
         memory_mib: memory >> 20,
         redundancy_s,
-        pause_ms: number_before(" ms").unwrap_or(f64::NAN),
-        rounds: number_before(" rounds").unwrap_or(f64::NAN) as u64,
-        sent_mib: number_before(" MiB compressed").unwrap_or(f64::NAN),
+        pause_ms: summary.paused_ms,
+        rounds: summary.rounds,
+        sent_mib: summary.sent_mib,
         sets_before,
         sets_during,
     })

@@ -183,7 +183,7 @@ fn failover(pair: &mut Pair, freeze: bool) -> Result<(f64, Option<f64>)> {
     let detect = pair
         .backup()
         .log
-        .stamp_of("lost the primary")
+        .primary_lost_at()
         .map(|t| t.saturating_sub(f.failed_at_ms) as f64);
     Ok((f.first_reply.as_secs_f64() * 1e3, detect))
 }

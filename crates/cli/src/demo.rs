@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use ftvm_ft::Event;
 
 use crate::ft_load::{Fail, Load, Progress, failover_watched};
 use crate::ft_pair::{Pair, PairSpec};
@@ -84,7 +85,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ));
     }
     say("restoring redundancy: the new primary clones itself into the spare while it serves");
-    let live_at = pair.primary.log.stamp_of(" live as generation");
+    let live_at = pair
+        .primary
+        .log
+        .time_of(|e| matches!(e, Event::Live { .. }));
     let started = Instant::now();
     let mut last = ftvm_ft::CloneStatus::None;
     loop {
@@ -104,7 +108,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     pair.set_backup(spare);
-    let in_sync = pair.primary.log.stamp_of("in lockstep from instruction");
+    let in_sync = pair
+        .primary
+        .log
+        .time_of(|e| matches!(e, Event::BackupInLockstep { .. }));
     if let (Some(live), Some(sync)) = (live_at, in_sync) {
         let paused = match &last {
             ftvm_ft::CloneStatus::To {
@@ -178,8 +185,8 @@ fn failover(
     ));
     let killed = f.failed_at_ms;
     let log = &pair.backup().log;
-    let detected = log.stamp_of("lost the primary");
-    let live = log.stamp_of(" live as generation");
+    let detected = log.primary_lost_at();
+    let live = log.time_of(|e| matches!(e, Event::Live { .. }));
     let first = killed + f.first_reply.as_millis();
     let rel = |t: Option<u128>| match t {
         Some(t) => format!("+{:>5} ms", t.saturating_sub(killed)),

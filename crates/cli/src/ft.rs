@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ftvm_ft::{
-    BackupLink, BackupPhase, Claim, CloneState, CloneStatus, Control, Etcd, FtPrimary, FtVm,
-    LockFile, PassEnd, PrimaryConfig, Role, Stop, TieBreaker, Timing,
+    BackupEnd, BackupHost, BackupLink, CloneState, CloneStatus, Control, Etcd, Event, FollowError,
+    FtPrimary, FtVm, Joined, LockFile, Pass, PrimaryConfig, Role, TakeOver, TieBreaker, Timing,
+    emit,
 };
 use ftvm_host::{ClockMode, IoBackends, RunEnd};
-use ftvm_log::{LogError, Reader};
+use ftvm_log::Reader;
 use ftvm_machine::Machine;
-use ftvm_replay::{ReplayEnd, ReplayError, Replayer};
+use ftvm_replay::Replayer;
 
 use crate::guest::GuestArgs;
 use crate::record::run_on_terminal;
@@ -187,28 +188,19 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
         Some(listen) => {
             control.update(|s| s.role = Role::PrimaryWaitingForBackup);
             let (listener, at) = ftvm_ft::bind_primary(listen)?;
-            eprintln!("ftvm primary: waiting for a backup on {at}");
+            emit(Event::WaitingForBackup { at: at.to_string() });
             let channel = ftvm_ft::accept_backup(&listener)?;
             control.update(|s| s.role = Role::Primary);
-            eprintln!(
-                "ftvm primary: {} backup connected; generation {generation}; running",
-                ftvm_ft::stamp()
-            );
+            emit(Event::BackupConnected { generation });
             let pair = FtPrimary::start(channel, &header, cfg, tb, control.clone())
                 .context("cannot start the log on the channel")?;
             vm.paired(pair)
         }
         None => {
-            eprintln!(
-                "ftvm primary: {} running alone as generation {generation} (FT off until \
-                 `ftvm ctl add-backup`{})",
-                ftvm_ft::stamp(),
-                if args.ft.spares.is_empty() {
-                    ""
-                } else {
-                    " or a spare"
-                }
-            );
+            emit(Event::RunningAlone {
+                generation,
+                spares: !args.ft.spares.is_empty(),
+            });
             vm
         }
     };
@@ -218,24 +210,19 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
     let (bytes, stalled) = (obs.log_bytes(), obs.stalled());
     let moved = obs.moved_to().map(str::to_string);
     let delivered = obs.finish(Duration::from_secs(2));
-    if let Some(to) = &moved {
-        eprintln!("ftvm primary: the VM moved to {to}");
+    if moved.is_some() {
         // `ftvm ctl migrate` reads the outcome from this side's status: keep answering a
         // moment.
         std::thread::sleep(Duration::from_millis(500));
     }
-    eprintln!(
-        "ftvm primary: {end:?} at instruction {}; {bytes} log bytes in {secs:.2} s ({:.3} \
-         Mbit/s), stalled {:.3} s on a full buffer{}",
-        runner.machine.icount(),
-        bytes as f64 * 8.0 / secs / 1e6,
-        stalled.as_secs_f64(),
-        if delivered {
-            ""
-        } else {
-            "; the backup may not have the log's end"
-        }
-    );
+    emit(Event::RunEnded {
+        end: format!("{end:?}"),
+        icount: runner.machine.icount(),
+        log_bytes: bytes,
+        secs,
+        stalled_secs: stalled.as_secs_f64(),
+        log_end_delivered: delivered,
+    });
     Ok(exit_status(end))
 }
 
@@ -294,257 +281,111 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     io.entropy = !args.no_rng;
     let control = Control::new(Role::Backup, 0);
     let _socket = args.ft.serve_control(&control)?;
-    let (mut channel, mut hello, mut received) = match (&args.connect, &args.listen) {
+    let joined = match (&args.connect, &args.listen) {
         (Some(addr), _) => {
             let channel = ftvm_ft::connect_to_primary(addr, Duration::from_secs(args.patience))?;
             let hello = ftvm_ft::read_hello(&channel, timing).context("the primary's hello")?;
-            eprintln!("ftvm backup: connected to {addr}");
-            (channel, hello, None)
+            emit(Event::ConnectedToPrimary { addr: addr.clone() });
+            Joined {
+                channel,
+                hello,
+                machine: None,
+            }
         }
         (None, Some(listen)) => {
-            let (listener, channel, hello, machine) = wait_for_clone(listen, timing, &control)?;
-            if hello.takeover {
-                let machine = machine.context("a migration without the machine")?;
-                let tb = args.ft.tiebreaker(&args.disk, &hello.lock)?;
-                return take_over(machine, io, &args, listener, &hello, tb, control);
+            let (listener, joined) = wait_for_clone(listen, timing, &control)?;
+            if joined.hello.takeover {
+                return take_over(joined, listener, io, &args, control);
             }
-            (channel, hello, machine)
+            joined
         }
         (None, None) => bail!("give --connect PRIMARY or --listen ADDR"),
     };
-    // One pass per primary: a primary that moves (`ftvm ctl migrate`) ends its log where the
-    // new one starts, and the backup reconnects and goes on from the same machine. What follows
-    // a pass is decided by `BackupPhase`; this loop runs the phases and prints them.
-    let mut following: Option<BackupPhase> = None;
-    let (link, replayed, claiming) = loop {
-        let link = BackupLink::start(channel, &hello, timing, control.clone())
-            .context("cannot start the logging channel")?;
-        let generation = link.generation;
-        let phase = match following.take() {
-            Some(moved) => moved.reconnected(generation),
-            None => BackupPhase::replaying(generation),
-        };
-        control.update(|s| {
-            s.generation = generation;
-            s.role = phase.role();
-        });
-        eprintln!("ftvm backup: generation {generation}; replaying in lockstep");
-        let status = spawn_backup_status(link.clone(), control.clone());
-        let started = Instant::now();
-        let replayed = replay(&link, received.take(), args.show_console)?;
-        drop(status);
-        let secs = started.elapsed().as_secs_f64();
-        let icount = replayed.machine.icount();
-        let complete = match &replayed.result {
-            Ok(ReplayEnd::Complete { .. }) => true,
-            Ok(ReplayEnd::Until { .. }) => unreachable!("no --until"),
-            Ok(ReplayEnd::LogEndsEarly { .. })
-            | Err(ReplayError::Log(LogError::Truncated { .. })) => false,
-            Err(_) => return Err(replayed.result.expect_err("an error").into()),
-        };
-        let end = PassEnd {
-            complete,
-            moved_to: link.moved_to(),
-            guest_halted: replayed.halted,
-            retired: link.retired(),
-        };
-        let next = phase.pass_ended(&end);
-        let phase = match next {
-            BackupPhase::Stopped(Stop::PrimaryFinished) => {
-                let checkpoints = match &replayed.result {
-                    Ok(ReplayEnd::Complete { checkpoints, .. }) => *checkpoints,
-                    _ => 0,
-                };
-                eprintln!(
-                    "ftvm backup: the primary finished at instruction {icount}; every output \
-                     and {checkpoints} checkpoints matched ({secs:.1} s); the backup stops \
-                     with it"
-                );
-                return Ok(0);
-            }
-            BackupPhase::Reconnecting { ref to, .. } => {
-                let to = to.clone();
-                eprintln!(
-                    "ftvm backup: {} the primary moved to {to} at instruction {icount}; \
-                     reconnecting",
-                    ftvm_ft::stamp()
-                );
-                match ftvm_ft::connect_to_primary(&to, Duration::from_secs(5))
-                    .map_err(anyhow::Error::from)
-                    .and_then(|c| Ok((ftvm_ft::read_hello(&c, timing)?, c)))
-                {
-                    Ok((h, c)) => {
-                        (channel, hello) = (c, h);
-                        received = Some(replayed.machine);
-                        following = Some(next);
-                        continue;
-                    }
-                    Err(e) => {
-                        // The moved primary is gone before the pair re-formed: this side holds
-                        // the same machine; the test-and-set decides who runs it.
-                        eprintln!("ftvm backup: cannot reach the moved primary: {e:#}");
-                        next.reconnect_failed()
-                    }
-                }
-            }
-            other => other,
-        };
-        break (link, replayed, phase);
+    let mut host = ReplayHost {
+        args: &args,
+        control: control.clone(),
     };
-    let generation = link.generation;
-    let icount = replayed.machine.icount();
-    let (why, when) = link
-        .lost()
-        .unwrap_or_else(|| ("the log ended".into(), std::time::SystemTime::now()));
-    let when_ms = when
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    eprintln!(
-        "ftvm backup: [t={when_ms}] lost the primary: {why}; replayed every record received, \
-         up to instruction {icount}"
-    );
-    match &claiming {
-        BackupPhase::Stopped(Stop::GuestPoweredOff) => {
-            eprintln!("ftvm backup: the guest had powered off there; the backup does not go live");
-            return Ok(0);
+    match ftvm_ft::follow(&mut host, joined, timing, &control, &who("backup"))? {
+        BackupEnd::Stopped(_) => Ok(0),
+        BackupEnd::Halted { .. } => Ok(HALTED),
+        BackupEnd::Live(live) => {
+            let cfg = args
+                .ft
+                .config(live.generation, live.lock, "primary (was backup)")?;
+            let vm = FtVm::alone(cfg, live.tiebreaker, control, args.ft.spares.clone());
+            go_live(
+                live.machine,
+                io,
+                &args,
+                live.guest_ip,
+                vm,
+                &live.pending_console,
+            )
         }
-        BackupPhase::Stopped(Stop::Retired) => {
-            eprintln!(
-                "ftvm backup: {} a new backup replaced this one at instruction {icount}; this \
-                 one stops",
-                ftvm_ft::stamp()
-            );
-            return Ok(0);
-        }
-        BackupPhase::Claiming { .. } => {}
-        other => unreachable!("after a pass: {other:?}"),
     }
-    let tb = args.ft.tiebreaker(&args.disk, &link.lock)?;
-    control.update(|s| s.role = claiming.role());
-    eprintln!(
-        "ftvm backup: {} test-and-set of generation {generation} on {}",
-        ftvm_ft::stamp(),
-        tb.describe()
-    );
-    let claim = ftvm_ft::claim(&*tb, generation, &who("backup"), |e| {
-        eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
-    });
-    let next_generation = match claiming.claimed(claim) {
-        BackupPhase::Live { generation } => generation,
-        BackupPhase::Halted { winner, .. } => {
-            control.update(|s| s.role = Role::Halted);
-            eprintln!(
-                "ftvm backup: {} the primary won generation {generation} ({winner}); the backup \
-                 halts",
-                ftvm_ft::stamp()
-            );
-            return Ok(HALTED);
-        }
-        other => unreachable!("after a claim: {other:?}"),
-    };
-    let cfg = args
-        .ft
-        .config(next_generation, link.lock.clone(), "primary (was backup)")?;
-    let vm = FtVm::alone(cfg, tb, control, args.ft.spares.clone());
-    go_live(
-        replayed.machine,
-        io,
-        &args,
-        replayed.guest_ip,
-        vm,
-        &replayed.pending_console,
-    )
 }
 
-/// A migration: this host receives the primary. The moving primary's backup reconnects here
-/// and the pair goes on at the same generation; if it does not come, the test-and-set decides
-/// between it and this side (both hold the same machine).
+/// The backup's host for `ftvm_ft::follow`: replays in a thread of its own and shows the
+/// guest's console if asked.
+struct ReplayHost<'a> {
+    args: &'a BackupArgs,
+    control: Arc<Control>,
+}
+
+impl BackupHost for ReplayHost<'_> {
+    fn replay(
+        &mut self,
+        link: &BackupLink,
+        received: Option<Machine>,
+    ) -> Result<Pass, FollowError> {
+        let status = spawn_backup_status(link.clone(), self.control.clone());
+        let started = Instant::now();
+        let pass =
+            replay(link, received, self.args.show_console).map_err(|e| FollowError::Host(e.into()));
+        drop(status);
+        let mut pass = pass?;
+        pass.secs = started.elapsed().as_secs_f64();
+        Ok(pass)
+    }
+
+    fn tiebreaker(&mut self, lock: &str) -> Result<Arc<dyn TieBreaker>, FollowError> {
+        self.args
+            .ft
+            .tiebreaker(&self.args.disk, lock)
+            .map_err(|e| FollowError::Host(e.into()))
+    }
+}
+
+/// A migration: this host receives the primary (`ftvm_ft::take_over` decides how it runs).
 fn take_over(
-    mut machine: Machine,
+    joined: Joined,
+    listener: std::net::TcpListener,
     io: IoBackends,
     args: &BackupArgs,
-    listener: std::net::TcpListener,
-    hello: &ftvm_ft::Hello,
-    tb: Arc<dyn TieBreaker>,
     control: Arc<Control>,
 ) -> Result<i32> {
-    let g = hello.generation;
-    let icount = machine.icount();
-    let cfg = args
+    let Joined { hello, machine, .. } = joined;
+    let mut machine = machine.context("a migration without the machine")?;
+    let tb = args.ft.tiebreaker(&args.disk, &hello.lock)?;
+    let mut cfg = args
         .ft
-        .config(g, hello.lock.clone(), "primary (moved here)")?;
-    control.update(|s| {
-        s.role = Role::PrimaryWaitingForBackup;
-        s.generation = g;
-    });
+        .config(hello.generation, hello.lock.clone(), "primary (moved here)")?;
     let spares = args.ft.spares.clone();
-    let mut vm = FtVm::alone(cfg.clone(), tb.clone(), control.clone(), spares.clone());
-    if hello.backup_follows {
-        eprintln!(
-            "ftvm backup: {} taking over as the primary at instruction {icount}; waiting for \
-             the backup to reconnect",
-            ftvm_ft::stamp()
-        );
-        let reconnected = ftvm_ft::accept_within(&listener, Duration::from_secs(5));
-        // A backup that comes later finds nobody: it then loses the test-and-set below.
-        drop(listener);
-        match reconnected {
-            Some(stream) => {
-                let header = ftvm_log::LogHeader {
-                    start: ftvm_log::StartState::Transferred { icount },
-                    start_hash: machine.state_hash().0,
-                    paths: vec![],
-                };
-                let pair = FtPrimary::start(stream, &header, cfg, tb, control.clone())
-                    .context("cannot start the log for the reconnected backup")?;
-                eprintln!(
-                    "ftvm backup: {} the backup reconnected; generation {g}",
-                    ftvm_ft::stamp()
-                );
-                vm = vm.paired(pair);
-            }
-            None => {
-                eprintln!(
-                    "ftvm backup: {} the backup did not reconnect; test-and-set of generation {g}",
-                    ftvm_ft::stamp()
-                );
-                let claim = ftvm_ft::claim(&*tb, g, &who("primary (moved here)"), |e| {
-                    eprintln!("ftvm backup: shared storage unreachable ({e}); waiting")
-                });
-                let next_generation = match claim {
-                    Claim::Won {
-                        next_generation, ..
-                    } => next_generation,
-                    Claim::Lost { winner, .. } => {
-                        control.update(|s| s.role = Role::Halted);
-                        eprintln!("ftvm backup: the backup won generation {g} ({winner}); halting");
-                        return Ok(HALTED);
-                    }
-                };
-                let mut cfg = cfg;
-                cfg.generation = next_generation;
-                vm = FtVm::alone(cfg, tb, control.clone(), spares);
-            }
+    let vm = match ftvm_ft::take_over(&mut machine, listener, &hello, &cfg, tb.clone(), &control)? {
+        TakeOver::Paired(pair) => FtVm::alone(cfg, tb, control, spares).paired(*pair),
+        TakeOver::Alone { generation } => {
+            cfg.generation = generation;
+            FtVm::alone(cfg, tb, control, spares)
         }
-    }
+        TakeOver::Halted { .. } => return Ok(HALTED),
+    };
     go_live(machine, io, args, None, vm, &[])
-}
-
-/// Where a replay left the backup.
-struct Replayed {
-    result: Result<ReplayEnd, ReplayError>,
-    machine: Machine,
-    pending_console: Vec<u8>,
-    halted: bool,
-    /// The guest's address, from the frames it sent.
-    guest_ip: Option<[u8; 4]>,
 }
 
 /// Replays the channel's log in a thread of its own at a lower CPU priority: on a host it
 /// shares, the backup's replay must yield to whatever serves the VM's clients (its own ack
 /// threads among them; it may trail, and the primary's lag control bounds by how much).
-fn replay(link: &BackupLink, received: Option<Machine>, show_console: bool) -> Result<Replayed> {
+fn replay(link: &BackupLink, received: Option<Machine>, show_console: bool) -> Result<Pass> {
     let (log, progress) = (link.log(), link.replayed.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -564,7 +405,7 @@ fn replay_here(
     received: Option<Machine>,
     progress: Arc<std::sync::atomic::AtomicU64>,
     show_console: bool,
-) -> Result<Replayed> {
+) -> Result<Pass> {
     let reader = Reader::new(BufReader::with_capacity(1 << 20, log))
         .context("cannot read the log header from the primary")?;
     let machine = ftvm_replay::start_machine_from(reader.header(), received)?;
@@ -587,91 +428,93 @@ fn replay_here(
     let pending_console = replayer.unmatched_console().to_vec();
     let halted = replayer.halted();
     let guest_ip = *guest_ip.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(Replayed {
+    Ok(Pass {
         result,
         machine: replayer.into_machine(),
         pending_console,
         halted,
         guest_ip,
+        secs: 0.0,
     })
 }
 
 /// Waits at `listen` for a primary to clone itself here; a clone that fails half-way is
-/// dropped and the wait goes on. Returns the channel, its hello and the machine received.
+/// dropped and the wait goes on. Returns the listener (a migration's backup reconnects to it)
+/// and the channel, its hello and the machine received.
 fn wait_for_clone(
     listen: &str,
     timing: Timing,
     control: &Control,
-) -> Result<(
-    std::net::TcpListener,
-    std::net::TcpStream,
-    ftvm_ft::Hello,
-    Option<Machine>,
-)> {
+) -> Result<(std::net::TcpListener, Joined)> {
     let (listener, at) = ftvm_ft::bind_primary(listen)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot listen for a primary")?;
     control.update(|s| s.role = Role::Spare);
-    eprintln!("ftvm backup: waiting for a primary to clone itself here, on {at}");
+    emit(Event::WaitingForClone { at: at.to_string() });
     loop {
         let channel = ftvm_ft::accept_backup(&listener)?;
-        let peer = channel
+        let from = channel
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         let hello = match ftvm_ft::read_hello(&channel, timing) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("ftvm backup: {peer}: {e}; waiting again");
+                emit(Event::CloneReceiveFailed {
+                    from,
+                    why: e.to_string(),
+                });
                 continue;
             }
         };
         if hello.clone_ram == 0 {
-            return Ok((listener, channel, hello, None));
+            let joined = Joined {
+                channel,
+                hello,
+                machine: None,
+            };
+            return Ok((listener, joined));
         }
-        eprintln!(
-            "ftvm backup: {} receiving a live clone of {} MiB from {peer} (generation {})",
-            ftvm_ft::stamp(),
-            hello.clone_ram >> 20,
-            hello.generation
-        );
+        emit(Event::ReceivingClone {
+            from: from.clone(),
+            mib: hello.clone_ram >> 20,
+            generation: hello.generation,
+        });
         control.update(|s| s.role = Role::SpareReceiving);
         let started = Instant::now();
         let mut shown = Instant::now();
         let result = ftvm_ft::clone::receive_clone(&channel, hello.clone_ram, |pages| {
             control.update(|s| {
-                s.clone = CloneStatus::receiving(&peer, CloneState::Receiving { pages })
+                s.clone = CloneStatus::receiving(&from, CloneState::Receiving { pages })
             });
             if shown.elapsed() >= Duration::from_secs(1) {
                 shown = Instant::now();
-                eprintln!(
-                    "ftvm backup: {pages} pages received ({:.0} MiB)",
-                    (pages * 4096) as f64 / (1 << 20) as f64
-                );
+                emit(Event::ClonePages { pages });
             }
         });
         match result {
             Ok(machine) => {
-                eprintln!(
-                    "ftvm backup: {} clone complete in {:.2} s: machine rebuilt at instruction \
-                     {}, state hash checked",
-                    ftvm_ft::stamp(),
-                    started.elapsed().as_secs_f64(),
-                    machine.icount()
-                );
-                control.update(|s| s.clone = CloneStatus::receiving(&peer, CloneState::Complete));
-                return Ok((listener, channel, hello, Some(machine)));
+                emit(Event::CloneReceived {
+                    icount: machine.icount(),
+                    secs: started.elapsed().as_secs_f64(),
+                });
+                control.update(|s| s.clone = CloneStatus::receiving(&from, CloneState::Complete));
+                let joined = Joined {
+                    channel,
+                    hello,
+                    machine: Some(machine),
+                };
+                return Ok((listener, joined));
             }
             Err(e) => {
-                eprintln!(
-                    "ftvm backup: {} the clone from {peer} failed: {e}; waiting for a primary \
-                     again",
-                    ftvm_ft::stamp()
-                );
+                emit(Event::CloneReceiveFailed {
+                    from: from.clone(),
+                    why: e.to_string(),
+                });
                 control.update(|s| {
                     s.role = Role::Spare;
                     s.clone =
-                        CloneStatus::receiving(&peer, CloneState::Failed { why: e.to_string() });
+                        CloneStatus::receiving(&from, CloneState::Failed { why: e.to_string() });
                 });
             }
         }
@@ -692,7 +535,7 @@ fn spawn_backup_status(link: BackupLink, control: Arc<Control>) -> StopOnDrop {
                 st.icount = icount;
                 st.log_bytes = received;
                 st.log_mbit_s = received as f64 * 8.0 / secs / 1e6;
-                st.peer = format!("received {received} log bytes from the primary");
+                st.peer = ftvm_ft::control::Peer::Primary { received };
             });
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -708,8 +551,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// The backup becomes the VM: real time, the shared disk and the switch attached, requests
-/// the dead primary left unfinished issued again, the network told where the VM is now.
 /// The VM runs here now: real time, the shared disk and the switch attached, requests a dead
 /// primary left unfinished issued again, the network told where the VM is now.
 fn go_live(
@@ -731,44 +572,33 @@ fn go_live(
         }
         io.nets.insert(args.disk.len() as u8, port);
     }
-    let reissued = machine.outstanding_io();
-    for (slot, request) in &reissued {
-        if let Some(done) = io.serve(*slot, request) {
-            machine.apply(&done);
-        }
-    }
-    eprintln!(
-        "ftvm backup: {} live as generation {} at instruction {}: clock on host time, {} disk(s) \
-         and {} attached, {} pending I/O reissued, announced {}",
-        ftvm_ft::stamp(),
-        vm.generation(),
-        machine.icount(),
-        args.disk.len(),
-        args.net.as_deref().unwrap_or("no network"),
-        reissued.len(),
-        match ip {
-            Some(ip) => format!(
-                "{}.{}.{}.{} (RARP + gratuitous ARP)",
-                ip[0], ip[1], ip[2], ip[3]
-            ),
-            None => "the MAC (RARP)".into(),
-        }
-    );
+    let reissued = ftvm_ft::follow::reissue_pending_io(&mut machine, &mut io);
+    emit(Event::Live {
+        generation: vm.generation(),
+        icount: machine.icount(),
+        disks: args.disk.len(),
+        net: args.net.clone(),
+        reissued,
+        announced: ip,
+    });
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(pending_console);
         let _ = out.flush();
     }
+    let started = Instant::now();
     let (end, runner) = run_on_terminal(machine, io, ClockMode::Realtime, None, &mut vm);
-    if let Some(to) = vm.moved_to() {
-        eprintln!("ftvm backup: (live) the VM moved to {to}");
-    }
-    vm.finish(Duration::from_secs(2));
-    eprintln!(
-        "ftvm backup: (live) {end:?} at instruction {}",
-        runner.machine.icount()
-    );
+    let (bytes, stalled) = (vm.log_bytes(), vm.stalled());
+    let delivered = vm.finish(Duration::from_secs(2));
+    emit(Event::RunEnded {
+        end: format!("{end:?}"),
+        icount: runner.machine.icount(),
+        log_bytes: bytes,
+        secs: started.elapsed().as_secs_f64(),
+        stalled_secs: stalled.as_secs_f64(),
+        log_end_delivered: delivered,
+    });
     Ok(exit_status(end))
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ftvm_ft::event::{Event, Line};
 
 /// What a child printed, collected by a thread as it comes.
 #[derive(Clone, Default)]
@@ -39,17 +40,35 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 
-    /// The `[t=<unix ms>]` of the first line containing `what`.
-    pub fn stamp_of(&self, what: &str) -> Option<u128> {
-        self.text()
-            .lines()
-            .find(|l| l.contains(what))?
-            .split("[t=")
-            .nth(1)?
-            .split(']')
-            .next()?
-            .parse()
-            .ok()
+    /// The FT events printed so far (the sides run with `FTVM_EVENTS=json`).
+    pub fn events(&self) -> Vec<Line> {
+        Line::parse_all(&self.text())
+    }
+
+    /// The first event `pick` accepts.
+    pub fn first<T>(&self, pick: impl Fn(&Event) -> Option<T>) -> Option<T> {
+        self.events().iter().find_map(|l| pick(&l.event))
+    }
+
+    /// Whether an event `is` was printed.
+    pub fn has(&self, is: impl Fn(&Event) -> bool) -> bool {
+        self.events().iter().any(|l| is(&l.event))
+    }
+
+    /// When (Unix ms) the first event `is` accepts was printed.
+    pub fn time_of(&self, is: impl Fn(&Event) -> bool) -> Option<u128> {
+        self.events()
+            .iter()
+            .find(|l| is(&l.event))
+            .map(|l| u128::from(l.t_ms))
+    }
+
+    /// When the backup decided its primary was lost (Unix ms).
+    pub fn primary_lost_at(&self) -> Option<u128> {
+        self.first(|e| match e {
+            Event::PrimaryLost { at_ms, .. } => Some(u128::from(*at_ms)),
+            _ => None,
+        })
     }
 }
 
@@ -160,6 +179,7 @@ fn spawn(exe: &Path, args: &[String], echo: bool, control: PathBuf, input: bool)
         .stdin(if input { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env("FTVM_EVENTS", "json")
         .spawn()
         .context("cannot start an ftvm process")?;
     let (console, log) = (Captured::default(), Captured::default());
@@ -173,15 +193,14 @@ fn spawn(exe: &Path, args: &[String], echo: bool, control: PathBuf, input: bool)
     })
 }
 
-/// The address `side` (called `who`) prints after `marker` once it listens.
-fn announced(side: &Side, marker: &str, who: &str, patience: Duration) -> Result<String> {
-    let addr = || {
-        side.log
-            .text()
-            .lines()
-            .find_map(|l| l.split(marker).nth(1))
-            .map(|a| a.trim().to_string())
-    };
+/// The address `side` (called `who`) listens at, once the event `pick` accepts says it.
+fn announced(
+    side: &Side,
+    pick: impl Fn(&Event) -> Option<String>,
+    who: &str,
+    patience: Duration,
+) -> Result<String> {
+    let addr = || side.log.first(&pick);
     wait_for(&format!("{who}'s listening"), patience, || {
         addr().is_some() || side.log.text().contains("error")
     })?;
@@ -289,7 +308,10 @@ impl Pair {
         }
         let addr = announced(
             &pair.primary,
-            "waiting for a backup on ",
+            |e| match e {
+                Event::WaitingForBackup { at } => Some(at.clone()),
+                _ => None,
+            },
             "the primary",
             Duration::from_secs(120),
         )?;
@@ -338,7 +360,10 @@ impl Pair {
         let side = spawn(&self.exe, &args, false, control, false)?;
         let at = announced(
             &side,
-            "waiting for a primary to clone itself here, on ",
+            |e| match e {
+                Event::WaitingForClone { at } => Some(at.clone()),
+                _ => None,
+            },
             "the spare",
             Duration::from_secs(30),
         )?;
@@ -360,11 +385,17 @@ impl Pair {
     pub fn clone_state(&self, before: u64, to: &str) -> Result<CloneState> {
         let Some(s) = Pair::status(&self.primary) else {
             // A migrated primary stops soon after the switch.
-            return Ok(if self.primary.log.text().contains("this VM stops here") {
-                CloneState::Done
-            } else {
-                CloneState::Failed("the primary stopped answering".into())
-            });
+            return Ok(
+                if self
+                    .primary
+                    .log
+                    .has(|e| matches!(e, Event::MovedAway { .. }))
+                {
+                    CloneState::Done
+                } else {
+                    CloneState::Failed("the primary stopped answering".into())
+                },
+            );
         };
         Ok(if s.clones_done > before {
             CloneState::Done

@@ -12,6 +12,7 @@ mod bench_redis;
 mod bench_replay;
 mod demo;
 mod demo_shell;
+mod events;
 mod ft;
 mod ft_load;
 mod ft_pair;
@@ -42,6 +43,10 @@ use ftvm_host::{ClockMode, RunEnd, Runner};
     about = "Fault-tolerant virtual machines by deterministic replay"
 )]
 struct Cli {
+    /// How FT roles print their events: human lines, or one JSON object per line (also
+    /// `FTVM_EVENTS=json`).
+    #[arg(long, global = true, value_enum)]
+    events: Option<events::Format>,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,6 +118,12 @@ struct RunArgs {
 
 fn main() {
     let cli = Cli::parse();
+    let format = events::Format::chosen(cli.events);
+    match &cli.command {
+        Command::Primary(_) => events::install("primary", format),
+        Command::Backup(_) => events::install("backup", format),
+        _ => {}
+    }
     let code = match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

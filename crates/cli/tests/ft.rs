@@ -24,6 +24,7 @@ use common::*;
 use ft_load::Load;
 use ft_pair::{Pair, PairSpec};
 use ftvm_ft::Role;
+use ftvm_ft::event::{Event, Line};
 use resp::{Redis, Reply, check_keys};
 
 /// One pair at a time: each is three busy processes, and failure detection should not be
@@ -32,6 +33,30 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The FT events in a side's stderr (the sides run with `FTVM_EVENTS=json`).
+fn events(log: &str) -> Vec<Event> {
+    Line::parse_all(log).into_iter().map(|l| l.event).collect()
+}
+
+fn any(log: &str, is: impl Fn(&Event) -> bool) -> bool {
+    events(log).iter().any(is)
+}
+
+/// Whether the side went live as `generation`.
+fn live_as(log: &str, generation: u64) -> bool {
+    any(
+        log,
+        |e| matches!(e, Event::Live { generation: g, .. } if *g == generation),
+    )
+}
+
+/// An `ftvm` command whose FT events are JSON lines.
+fn ftvm_json() -> std::process::Command {
+    let mut c = ftvm();
+    c.env("FTVM_EVENTS", "json");
+    c
 }
 
 fn redis_guest() -> ftvm_image::RedisGuest {
@@ -122,7 +147,7 @@ fn failover_under_load(name: &str, load: Load, kill_after: Duration) {
     let n = ft_load::failover_under_load(&mut pair, load, kill_after, 300)
         .unwrap_or_else(|e| panic!("{name}: {e:#}\nbackup:\n{}", pair.backup().log.text()));
     let log = pair.backup().log.text();
-    assert!(log.contains("live as generation 2"), "{name}: {log}");
+    assert!(live_as(&log, 2), "{name}: {log}");
     let s = Pair::status(pair.backup()).expect("the live VM answers its control socket");
     assert_eq!((s.role, s.generation), (Role::PrimaryAlone, 2));
     eprintln!("{name}: {n} acknowledged writes kept across the failover");
@@ -175,7 +200,7 @@ fn failover_during_boot(name: &str, after: Duration) {
     ft_load::failover_during_boot(&mut pair, after)
         .unwrap_or_else(|e| panic!("{name}: {e:#}\nbackup:\n{}", pair.backup().log.text()));
     let log = pair.backup().log.text();
-    assert!(log.contains("live as generation 2"), "{log}");
+    assert!(live_as(&log, 2), "{log}");
 }
 
 #[test]
@@ -205,7 +230,8 @@ fn a_killed_backup_leaves_the_primary_serving_alone() {
     assert!(check_keys(&mut redis, &acked).unwrap().is_empty());
     let log = pair.primary.log.text();
     assert!(
-        log.contains("lost the backup") && log.contains("won generation 1"),
+        any(&log, |e| matches!(e, Event::BackupLost { .. }))
+            && any(&log, |e| matches!(e, Event::ClaimWon { generation: 1, .. })),
         "{log}"
     );
     let s = Pair::status(&pair.primary).unwrap();
@@ -279,8 +305,8 @@ fn a_cut_channel_lets_exactly_one_side_go_on() {
     assert!(check_keys(&mut redis, &acked).unwrap().is_empty());
     // Exactly one side won generation 1; the other halted itself with status 4.
     let (p, b) = (pair.primary.log.text(), pair.backup().log.text());
-    let primary_won = p.contains("continuing alone");
-    let backup_won = b.contains("live as generation 2");
+    let primary_won = any(&p, |e| matches!(e, Event::ClaimWon { generation: 1, .. }));
+    let backup_won = live_as(&b, 2);
     assert!(primary_won != backup_won, "primary:\n{p}\nbackup:\n{b}");
     let loser = if primary_won {
         &mut pair.backup.as_mut().unwrap().child
@@ -289,7 +315,13 @@ fn a_cut_channel_lets_exactly_one_side_go_on() {
     };
     assert_eq!(wait_exit(loser, 30).code(), Some(4));
     let loser_log = if primary_won { b } else { p };
-    assert!(loser_log.contains("halts"), "{loser_log}");
+    assert!(
+        any(&loser_log, |e| matches!(
+            e,
+            Event::ClaimLost { generation: 1, .. }
+        )),
+        "{loser_log}"
+    );
 }
 
 #[test]
@@ -333,6 +365,21 @@ fn ctl_poweroff_stops_both_without_a_failover() {
         [&Role::Primary, &Role::Backup]
     );
     assert!(sides.iter().all(|s| s.generation == sides[0].generation));
+    use ftvm_ft::control::{Peer, Phase};
+    use ftvm_ft::{BackupPhase, PrimaryPhase};
+    let g = sides[0].generation;
+    assert_eq!(
+        (&sides[0].phase, &sides[1].phase),
+        (
+            &Phase::Primary(PrimaryPhase::Paired { generation: g }),
+            &Phase::Backup(BackupPhase::Replaying { generation: g })
+        )
+    );
+    assert!(
+        matches!(sides[0].peer, Peer::Backup { .. })
+            && matches!(sides[1].peer, Peer::Primary { .. }),
+        "{sides:?}"
+    );
     let off = ftvm()
         .args(["ctl", "poweroff", "--socket"])
         .arg(&pair.primary.control)
@@ -343,7 +390,8 @@ fn ctl_poweroff_stops_both_without_a_failover() {
     assert!(wait_exit(&mut pair.backup.as_mut().unwrap().child, 30).success());
     let log = pair.backup().log.text();
     assert!(
-        log.contains("the primary finished") && !log.contains("live as"),
+        any(&log, |e| matches!(e, Event::PrimaryFinished { .. }))
+            && !any(&log, |e| matches!(e, Event::Live { .. })),
         "{log}"
     );
 }
@@ -395,7 +443,7 @@ fn outputs_wait_for_the_backups_ack() {
 /// Starts a primary booting the default guest to the marker and powering off; returns it and
 /// the address it listens on.
 fn start_primary(dir: &std::path::Path) -> (Child, String) {
-    let mut child = ftvm()
+    let mut child = ftvm_json()
         .args([
             "primary",
             "--listen",
@@ -415,13 +463,10 @@ fn start_primary(dir: &std::path::Path) -> (Child, String) {
     stderr.read_line(&mut line).unwrap();
     // Keep draining: a closed pipe would kill the primary at its next message.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("the primary says where it listens")
-        .to_string();
-    assert!(line.contains("waiting for a backup"), "{line}");
+    let addr = match Line::parse_all(&line).pop().map(|l| l.event) {
+        Some(Event::WaitingForBackup { at }) => at,
+        _ => panic!("the primary says where it listens first: {line}"),
+    };
     (child, addr)
 }
 
@@ -438,7 +483,7 @@ fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
     let _one = serial();
     let dir = shared_dir("ft-lockstep");
     let (mut primary, addr) = start_primary(&dir);
-    let backup = ftvm()
+    let backup = ftvm_json()
         .args(["backup", "--connect", &addr, "--shared-dir"])
         .arg(&dir)
         .output()
@@ -447,10 +492,13 @@ fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
     let err = text(&backup.stderr);
     assert!(backup.status.success(), "{err}");
     assert!(
-        err.contains("the primary finished") && err.contains("checkpoints matched"),
+        any(
+            &err,
+            |e| matches!(e, Event::PrimaryFinished { checkpoints, .. } if *checkpoints > 0)
+        ),
         "{err}"
     );
-    assert!(!err.contains("live as"), "{err}");
+    assert!(!any(&err, |e| matches!(e, Event::Live { .. })), "{err}");
 }
 
 #[test]
@@ -459,7 +507,7 @@ fn a_backup_goes_live_when_its_primary_dies_mid_boot_and_finishes_the_boot() {
     let _one = serial();
     let dir = shared_dir("ft-mid-boot");
     let (mut primary, addr) = start_primary(&dir);
-    let backup = ftvm()
+    let backup = ftvm_json()
         .args(["backup", "--connect", &addr, "--shared-dir"])
         .arg(&dir)
         .stdout(Stdio::piped())
@@ -473,7 +521,7 @@ fn a_backup_goes_live_when_its_primary_dies_mid_boot_and_finishes_the_boot() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("lost the primary") && err.contains("live as generation 2"),
+        any(&err, |e| matches!(e, Event::PrimaryLost { .. })) && live_as(&err, 2),
         "{err}"
     );
     assert!(text(&out.stdout).contains(MARKER), "{}", text(&out.stdout));
@@ -518,7 +566,13 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
     );
     pair.set_backup(spare);
     let log = pair.primary.log.text();
-    assert!(log.contains("in lockstep from instruction"), "{log}");
+    assert!(
+        any(
+            &log,
+            |e| matches!(e, Event::BackupInLockstep { to, .. } if *to == at)
+        ),
+        "{log}"
+    );
     let out = ftvm()
         .args(["ctl", "status", "--socket"])
         .arg(&pair.primary.control)
@@ -537,8 +591,11 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
         .unwrap_or_else(|e| panic!("{e:#}\nnew backup:\n{}", pair.primary.log.text()));
     w.check().unwrap();
     let log = pair.primary.log.text();
-    assert!(log.contains("clone complete"), "{log}");
-    assert!(log.contains("live as generation 2"), "{log}");
+    assert!(
+        any(&log, |e| matches!(e, Event::CloneReceived { .. })),
+        "{log}"
+    );
+    assert!(live_as(&log, 2), "{log}");
 }
 
 #[test]
@@ -553,7 +610,7 @@ fn two_failovers_in_a_row_with_a_new_backup_between() {
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(200).unwrap();
     ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
-    assert!(pair.primary.log.text().contains("live as generation 2"));
+    assert!(live_as(&pair.primary.log.text(), 2));
     pair.wait_clone(0, &spare_at, Duration::from_secs(120), || w.write(10))
         .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     pair.set_backup(spare);
@@ -564,7 +621,7 @@ fn two_failovers_in_a_row_with_a_new_backup_between() {
         .unwrap_or_else(|e| panic!("{e:#}\nspare:\n{}", pair.primary.log.text()));
     w.check().unwrap();
     let log = pair.primary.log.text();
-    assert!(log.contains("live as generation 3"), "{log}");
+    assert!(live_as(&log, 3), "{log}");
 }
 
 #[test]
@@ -608,17 +665,25 @@ fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
     .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
     w.check().unwrap();
-    assert!(pair.primary.log.text().contains("live as generation 2"));
+    let log = pair.primary.log.text();
+    assert!(live_as(&log, 2), "{log}");
 }
 
 /// Clones the VM into a new spare with `command` (add-backup or migrate) while `w` keeps
 /// writing; the side the spare replaces must exit cleanly, saying `farewell`.
-fn move_side(pair: &mut Pair, w: &mut ft_load::Writer, name: &str, command: &str, farewell: &str) {
+fn move_side(
+    pair: &mut Pair,
+    w: &mut ft_load::Writer,
+    name: &str,
+    command: &str,
+    farewell: fn(&Event) -> bool,
+) {
     pair.clone_into_spare(name, command, Duration::from_secs(120), || w.write(10))
         .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
     let old = pair.former.last_mut().unwrap();
     assert!(wait_exit(&mut old.child, 30).success());
-    assert!(old.log.text().contains(farewell));
+    let log = old.log.text();
+    assert!(any(&log, farewell), "{log}");
 }
 
 #[test]
@@ -628,26 +693,21 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(200).unwrap();
     // Move the backup: the new one is cloned while the old one still protects the VM.
-    move_side(
-        &mut pair,
-        &mut w,
-        "backup2",
-        "add-backup",
-        "a new backup replaced this one",
-    );
+    move_side(&mut pair, &mut w, "backup2", "add-backup", |e| {
+        matches!(e, Event::Retired { .. })
+    });
     assert_eq!(Pair::status(&pair.primary).unwrap().generation, 2);
     w.write(200).unwrap();
     // Move the primary: its backup replays to the switch and reconnects to the new host.
-    move_side(
-        &mut pair,
-        &mut w,
-        "primary2",
-        "migrate",
-        "this VM stops here",
-    );
+    move_side(&mut pair, &mut w, "primary2", "migrate", |e| {
+        matches!(e, Event::MovedAway { .. })
+    });
     w.write(300).unwrap();
     let backup = pair.backup().log.text();
-    assert!(backup.contains("the primary moved to"), "{backup}");
+    assert!(
+        any(&backup, |e| matches!(e, Event::PrimaryMoved { .. })),
+        "{backup}"
+    );
     let s = Pair::status(&pair.primary).unwrap();
     assert_eq!((s.role, s.generation), (Role::Primary, 2));
     // The backup checked the moved primary's starting state hash against its own replay,
@@ -656,7 +716,7 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
         .unwrap_or_else(|e| panic!("{e:#}\nbackup:\n{}", pair.primary.log.text()));
     w.check().unwrap();
     let log = pair.primary.log.text();
-    assert!(log.contains("live as generation 3"), "{log}");
+    assert!(live_as(&log, 3), "{log}");
     assert!(!log.contains("diverge"), "{log}");
 }
 
@@ -670,14 +730,15 @@ fn etcd_as_the_tie_breaker_decides_a_failover() {
     let n = ft_load::failover_under_load(&mut pair, Load::Sets, Duration::from_millis(500), 200)
         .unwrap_or_else(|e| panic!("{e:#}\nbackup:\n{}", pair.backup().log.text()));
     let log = pair.backup().log.text();
+    let on_etcd = format!("etcd at {}", etcd.addr);
     assert!(
-        log.contains(&format!(
-            "test-and-set of generation 1 on etcd at {}",
-            etcd.addr
-        )),
+        any(
+            &log,
+            |e| matches!(e, Event::Claiming { generation: 1, on } if on.starts_with(&on_etcd))
+        ),
         "{log}"
     );
-    assert!(log.contains("live as generation 2"), "{log}");
+    assert!(live_as(&log, 2), "{log}");
     // The record is in etcd, not beside the disk.
     assert!(!spec.dir.join("redis.img.ft-lock.1").exists());
     eprintln!("etcd: {n} acknowledged writes kept");

@@ -70,15 +70,14 @@ pub struct CloneProgress {
 }
 
 impl CloneProgress {
-    /// "N rounds, P pages copied (M MiB compressed), paused X ms", for event lines.
-    pub fn summary(&self, paused: Duration) -> String {
-        format!(
-            "{} rounds, {} pages copied ({:.1} MiB compressed), paused {:.1} ms",
-            self.round + 1,
-            self.pages_copied,
-            self.bytes_sent as f64 / (1 << 20) as f64,
-            paused.as_secs_f64() * 1e3
-        )
+    /// The clone's figures once it ended, paused `paused` at the switch, for its event.
+    pub fn summary(&self, paused: Duration) -> crate::event::CloneSummary {
+        crate::event::CloneSummary {
+            rounds: u64::from(self.round) + 1,
+            pages: self.pages_copied,
+            sent_mib: self.bytes_sent as f64 / (1 << 20) as f64,
+            paused_ms: paused.as_secs_f64() * 1e3,
+        }
     }
 }
 

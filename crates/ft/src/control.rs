@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::role::BackupPhase;
+use crate::rule::PrimaryPhase;
+
 /// What a side of a pair is doing, as `ftvm ctl status` shows it (its text) and `--json`
 /// gives it (a tagged enum, for scripts and tests to match on).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +203,42 @@ impl std::fmt::Display for CloneStatus {
     }
 }
 
+/// The other side of the pair as this side last heard it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Peer {
+    /// No peer: alone, or not yet paired.
+    #[default]
+    None,
+    /// On a primary: its backup replayed up to `replayed` instructions.
+    Backup { replayed: u64 },
+    /// On a backup: `received` log bytes held from the primary.
+    Primary { received: u64 },
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::None => f.write_str("none"),
+            Peer::Backup { replayed } => write!(f, "backup replayed to instruction {replayed}"),
+            Peer::Primary { received } => {
+                write!(f, "received {received} log bytes from the primary")
+            }
+        }
+    }
+}
+
+/// Where the side stands in its role's state machine (`ftvm_ft::rule` and `ftvm_ft::role`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not in an FT role (starting, a spare, a VM without FT).
+    #[default]
+    None,
+    Primary(PrimaryPhase),
+    Backup(BackupPhase),
+}
+
 /// What `ftvm ctl status` shows for one side of a pair.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -209,9 +248,12 @@ pub struct Status {
     pub generation: u64,
     /// Guest instructions executed (replayed, on a backup).
     pub icount: u64,
-    /// The other side's progress as last heard: on a primary the backup's replayed
-    /// instruction count, on a backup the log bytes received.
-    pub peer: String,
+    /// Its role's phase, as the protocol's state machines have it.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The other side's progress as last heard.
+    #[serde(default)]
+    pub peer: Peer,
     /// How far the backup's execution trails the primary's, in milliseconds.
     pub lag_ms: f64,
     /// Log bytes sent (primary) or received (backup).
@@ -267,6 +309,36 @@ impl Control {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s)
         }
+    }
+
+    /// A backup enters `phase`: its role and phase shown as the state machine has them.
+    pub fn enter_backup_phase(&self, phase: &BackupPhase) {
+        self.update(|s| {
+            s.role = phase.role();
+            s.phase = Phase::Backup(phase.clone());
+        });
+    }
+
+    /// A primary enters `phase` (of its generation).
+    pub fn enter_primary_phase(&self, phase: &PrimaryPhase) {
+        self.update(|s| {
+            s.phase = Phase::Primary(phase.clone());
+            match phase {
+                PrimaryPhase::Paired { generation } => {
+                    s.role = Role::Primary;
+                    s.generation = *generation;
+                }
+                // The role stays a primary's while the claim is out.
+                PrimaryPhase::Claiming { .. } => {}
+                PrimaryPhase::Alone { generation } => {
+                    s.role = Role::PrimaryAlone;
+                    s.generation = *generation;
+                    s.peer = Peer::None;
+                    s.lag_ms = 0.0;
+                }
+                PrimaryPhase::Fenced { .. } => s.role = Role::Halted,
+            }
+        });
     }
 
     /// Where a VM without a backup stands: its instruction count and held outputs.

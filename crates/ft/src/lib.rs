@@ -9,7 +9,8 @@
 //! [`clone`] copies a running VM into a new backup (pre-copy rounds, then a short pause), and
 //! [`FtVm`] is a VM's observer for its whole life: alone, cloning, paired, alone again, so
 //! redundancy comes back after a failover and either side of a pair can move. [`role`] holds
-//! the backup's decisions as typed phases and the one [`claim`] step every side takes.
+//! the backup's decisions as typed phases and the one [`claim`] step every side takes;
+//! [`follow`] runs the backup's life on them, and every step is a typed [`Event`].
 //!
 //! Invariants: an output leaves the primary only after the backup holds the log up to it, or
 //! after the primary won the test-and-set; the loser of a test-and-set never shows another
@@ -23,6 +24,8 @@ mod channel;
 pub mod clone;
 pub mod control;
 mod etcd;
+pub mod event;
+pub mod follow;
 mod primary;
 pub mod role;
 pub mod rule;
@@ -38,6 +41,10 @@ pub use channel::{
 };
 pub use control::{Alone, CloneState, CloneStatus, Control, Role, Status};
 pub use etcd::{Etcd, PrivateEtcd};
+pub use event::{Event, emit};
+pub use follow::{
+    BackupEnd, BackupHost, FollowError, GoLive, Joined, Pass, TakeOver, follow, take_over,
+};
 pub use primary::{BackupLost, FtPrimary, PrimaryConfig};
 pub use role::{BackupPhase, Claim, PassEnd, Stop, claim};
 pub use rule::{BackupRule, Bugs, PrimaryPhase, PrimaryRule, Release};
@@ -63,14 +70,4 @@ impl Default for Timing {
             timeout: Duration::from_millis(300),
         }
     }
-}
-
-/// A wall-clock timestamp for event lines (`t=<unix ms>`), so timelines can be put together
-/// from the messages of separate processes.
-pub fn stamp() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("[t={ms}]")
 }

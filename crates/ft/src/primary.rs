@@ -25,12 +25,12 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
-use crate::control::{Control, Role};
-use crate::role::{Claim, claim};
+use crate::Timing;
+use crate::control::{Control, Peer};
+use crate::role::Claim;
 use crate::rule::{Bugs, PrimaryPhase, PrimaryRule, Release};
 use crate::tiebreak::TieBreaker;
 use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary, WireError};
-use crate::{Timing, stamp};
 
 /// Bytes the sender sends at once: big enough to fill the pipe, well under [`MAX_MESSAGE`].
 const CHUNK: usize = 1 << 20;
@@ -794,7 +794,9 @@ impl FtPrimary {
             s.log_mbit_s = bytes as f64 * 8.0 / secs / 1e6;
             s.lag_ms = lag.as_secs_f64() * 1e3;
             s.throttle_pct = throttle * 100.0;
-            s.peer = format!("backup replayed to instruction {backup_icount}");
+            s.peer = Peer::Backup {
+                replayed: backup_icount,
+            };
             s.output_delay_ms = [p50, p99];
             s.outputs_released = n;
         });
@@ -807,46 +809,19 @@ impl FtPrimary {
             return gate_of(self.rule.release(None));
         };
         debug_assert_eq!(g, self.cfg.generation);
-        eprintln!("ftvm primary: {} lost the backup: {why}", stamp());
-        eprintln!(
-            "ftvm primary: {} test-and-set of generation {g} on {}",
-            stamp(),
-            self.tb.describe()
-        );
-        let answer = claim(&*self.tb, g, &self.cfg.who, |e| {
-            eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
+        crate::event::emit(crate::event::Event::BackupLost {
+            why: why.to_string(),
         });
+        self.control.enter_primary_phase(self.rule.phase());
+        let answer = crate::follow::claim_step(&*self.tb, g, &self.cfg.who);
         self.rule.claimed(&answer);
-        match answer {
-            Claim::Won {
-                next_generation, ..
-            } => {
-                self.link.lock().channel = Channel::Closed;
-                self.link.to_send.notify_all();
-                self.link.progress.notify_all();
-                self.control.update(|s| {
-                    s.role = Role::PrimaryAlone;
-                    s.generation = next_generation;
-                    s.peer = "none".into();
-                });
-                eprintln!(
-                    "ftvm primary: {} won generation {g}; continuing alone as generation {}, \
-                     outputs flow without acks",
-                    stamp(),
-                    next_generation
-                );
-                gate_of(self.rule.release(None))
-            }
-            Claim::Lost { winner, .. } => {
-                self.control.update(|s| s.role = Role::Halted);
-                eprintln!(
-                    "ftvm primary: {} the backup won generation {g} ({winner}); this VM halts \
-                     without another output",
-                    stamp()
-                );
-                gate_of(self.rule.release(None))
-            }
+        self.control.enter_primary_phase(self.rule.phase());
+        if let Claim::Won { .. } = answer {
+            self.link.lock().channel = Channel::Closed;
+            self.link.to_send.notify_all();
+            self.link.progress.notify_all();
         }
+        gate_of(self.rule.release(None))
     }
 }
 

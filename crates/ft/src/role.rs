@@ -75,7 +75,8 @@ pub struct PassEnd {
 }
 
 /// Why a backup stops without going live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stop {
     /// The primary powered the VM off (`ftvm ctl poweroff`, or its guest did).
     PrimaryFinished,
@@ -86,7 +87,8 @@ pub enum Stop {
 }
 
 /// Where a backup is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BackupPhase {
     /// Replaying the log of `generation` in lockstep.
     Replaying { generation: u64 },

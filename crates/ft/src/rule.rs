@@ -65,7 +65,8 @@ impl Bugs {
 }
 
 /// Where a primary is in its generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PrimaryPhase {
     /// Logging to a backup; outputs wait for its acks.
     Paired { generation: u64 },

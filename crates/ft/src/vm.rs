@@ -27,9 +27,11 @@ use ftvm_machine::{Effect, InputEvent, Machine};
 
 use crate::clone::{CloneFailure, CloneJob, Step};
 use crate::control::{CloneState, CloneStatus, Control, Role};
+use crate::event::{Event, emit};
+use crate::follow::claim_step;
 use crate::primary::{FtPrimary, PrimaryConfig};
-use crate::role::{Claim, claim};
-use crate::stamp;
+use crate::role::Claim;
+use crate::rule::PrimaryPhase;
 use crate::tiebreak::TieBreaker;
 
 /// How long a switch to a new backup waits for the old one to ack the log.
@@ -150,10 +152,8 @@ impl FtVm {
         let g = pair.generation();
         self.cfg.generation = g;
         self.pairing = Pairing::Paired(pair);
-        self.control.update(|s| {
-            s.role = Role::Primary;
-            s.generation = g;
-        });
+        self.control
+            .enter_primary_phase(&PrimaryPhase::Paired { generation: g });
         self
     }
 
@@ -180,13 +180,9 @@ impl FtVm {
     }
 
     fn show_alone(&self) {
-        let g = self.cfg.generation;
-        self.control.update(|s| {
-            s.role = Role::PrimaryAlone;
-            s.generation = g;
-            s.peer = "none".into();
-            s.lag_ms = 0.0;
-        });
+        let generation = self.cfg.generation;
+        self.control
+            .enter_primary_phase(&PrimaryPhase::Alone { generation });
     }
 
     /// The pair lost its backup and this side won: run alone, and clone into a spare.
@@ -227,15 +223,10 @@ impl FtVm {
         );
         match job {
             Ok(job) => {
-                eprintln!(
-                    "ftvm primary: {} {} at {target}",
-                    stamp(),
-                    if migrate {
-                        "moving this VM to a new primary"
-                    } else {
-                        "cloning this VM into a new backup"
-                    }
-                );
+                emit(Event::CloneStarted {
+                    to: target.clone(),
+                    migrate,
+                });
                 self.control
                     .update(|s| s.clone = CloneStatus::sending(&target, CloneState::Starting));
                 self.set_clone(CloneSlot::Copying(job));
@@ -253,15 +244,11 @@ impl FtVm {
     }
 
     fn clone_failed(&mut self, target: &str, why: impl std::fmt::Display) {
-        eprintln!(
-            "ftvm primary: {} the clone to {target} failed: {why}; the VM runs on {}",
-            stamp(),
-            if self.pairing.pair().is_some() {
-                "with its backup"
-            } else {
-                "alone"
-            }
-        );
+        emit(Event::CloneFailed {
+            to: target.to_string(),
+            why: why.to_string(),
+            paired: self.pairing.pair().is_some(),
+        });
         self.control.update(|s| {
             s.clone = CloneStatus::sending(
                 target,
@@ -306,12 +293,11 @@ impl FtVm {
         });
         match delivered {
             Ok((progress, paused)) => {
-                eprintln!(
-                    "ftvm primary: {} moved to {target} at instruction {icount}: {}; this VM \
-                     stops here",
-                    stamp(),
-                    progress.summary(paused)
-                );
+                emit(Event::MovedAway {
+                    to: target.clone(),
+                    icount,
+                    summary: progress.summary(paused),
+                });
                 self.control.update(|s| {
                     s.role = Role::MovedTo { to: target.clone() };
                     s.clone = CloneStatus::sending(&target, CloneState::Moved { icount });
@@ -344,19 +330,13 @@ impl FtVm {
         if let Some(old) = self.pairing.take_pair() {
             // Nothing is held here (see `tend`), so the old backup holds everything the VM has
             // shown; it must never go live again: this side takes its generation.
-            match claim(&*self.tb, g, &self.cfg.who, |e| {
-                eprintln!("ftvm primary: shared storage unreachable ({e}); waiting")
-            }) {
+            match claim_step(&*self.tb, g, &self.cfg.who) {
                 Claim::Won {
                     next_generation, ..
                 } => g = next_generation,
-                Claim::Lost { winner, .. } => {
-                    eprintln!(
-                        "ftvm primary: {} the old backup won generation {g} ({winner}); this \
-                         VM halts without another output",
-                        stamp()
-                    );
-                    self.control.update(|s| s.role = Role::Halted);
+                Claim::Lost { .. } => {
+                    self.control
+                        .enter_primary_phase(&PrimaryPhase::Fenced { generation: g });
                     self.pairing = Pairing::Fenced;
                     return;
                 }
@@ -390,15 +370,15 @@ impl FtVm {
             Ok(p) => {
                 self.base = self.last_ticket + 1;
                 self.pairing = Pairing::Paired(p);
-                eprintln!(
-                    "ftvm primary: {} new backup at {target} in lockstep from instruction \
-                     {icount} as generation {g}: {}",
-                    stamp(),
-                    progress.summary(paused)
-                );
+                emit(Event::BackupInLockstep {
+                    to: target.clone(),
+                    icount,
+                    generation: g,
+                    summary: progress.summary(paused),
+                });
+                self.control
+                    .enter_primary_phase(&PrimaryPhase::Paired { generation: g });
                 self.control.update(|s| {
-                    s.role = Role::Primary;
-                    s.generation = g;
                     s.clone = CloneStatus::sending(
                         &target,
                         CloneState::Done {
