@@ -115,6 +115,7 @@ impl FtArgs {
             buffer: self.log_buffer as usize,
             max_lag: Duration::from_millis(self.max_lag_ms),
             checkpoint_interval: self.checkpoint_interval,
+            clock: ftvm_ft::SystemClock::shared(),
         })
     }
 
@@ -353,6 +354,10 @@ impl BackupHost for ReplayHost<'_> {
             .ft
             .tiebreaker(&self.args.disk, lock)
             .map_err(|e| FollowError::Host(e.into()))
+    }
+
+    fn clock(&self) -> Arc<dyn ftvm_ft::Clock> {
+        ftvm_ft::SystemClock::shared()
     }
 }
 

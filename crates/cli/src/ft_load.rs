@@ -243,13 +243,13 @@ impl Writer {
 }
 
 /// Kills the primary (SIGKILL) and writes `after` more keys on `w`'s connection, which must
-/// survive; then the backup is the pair's primary.
+/// survive; the backup is the pair's primary from the kill on.
 pub fn kill_primary(pair: &mut Pair, w: &mut Writer, after: usize) -> Result<()> {
     pair.primary
         .child
         .kill()
         .context("cannot kill the primary")?;
-    w.write(after)?;
+    // The backup is the VM from here, so a caller's error report shows its log.
     pair.promote_backup();
-    Ok(())
+    w.write(after)
 }

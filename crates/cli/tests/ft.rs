@@ -663,7 +663,9 @@ fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
         w.write(10)
     })
     .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
-    ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
+    // On failure, the backup that should have gone live says why (it is the primary then).
+    ft_load::kill_primary(&mut pair, &mut w, 200)
+        .unwrap_or_else(|e| panic!("{e:#}\nthe backup:\n{}", pair.primary.log.text()));
     w.check().unwrap();
     let log = pair.primary.log.text();
     assert!(live_as(&log, 2), "{log}");

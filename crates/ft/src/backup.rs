@@ -3,19 +3,23 @@
 //!
 //! Acks say what the backup *holds*, not what it has replayed (§3: the primary must wait only
 //! for the log to be safe on the backup, not for the backup to catch up). A reader thread fills
-//! the inbox; an acker thread sends an ack whenever more has arrived, and at least every
-//! heartbeat. The replayer reads the inbox as an ordinary byte stream that ends when the
-//! primary is declared lost and everything received has been consumed.
+//! the inbox and acks what it stored; an acker thread sends a heartbeat ack when nothing was
+//! acked for a heartbeat. What to ack, and when a silent primary counts as lost, are the pure
+//! [`BackupRule`]'s decisions (the simulator runs the same rule), on the injected [`Clock`]'s
+//! time. The replayer reads the inbox as an ordinary byte stream that ends when the primary is
+//! declared lost and everything received has been consumed.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Timing;
+use crate::clock::Clock;
 use crate::control::Control;
+use crate::rule::{BackupRule, Bugs};
 use crate::wire::{Hello, ToBackup, ToPrimary, WireError};
 
 /// Log held in memory beyond what the replayer has taken: past this the reader stops reading,
@@ -25,7 +29,8 @@ pub const INBOX_LIMIT: usize = 256 << 20;
 
 struct InboxState {
     buf: VecDeque<u8>,
-    received: u64,
+    /// What to ack and whether the primary is lost.
+    rule: BackupRule,
     /// The newest ack sent.
     acked: u64,
     /// Why the primary counts as lost, and when that was decided.
@@ -43,6 +48,7 @@ struct Inbox {
     /// arrivals, which wake the replayer, do not wake the acker too.
     acker_cv: Condvar,
     limit: usize,
+    clock: Arc<dyn Clock>,
 }
 
 impl Inbox {
@@ -52,6 +58,8 @@ impl Inbox {
 
     fn close(&self, why: String) {
         let mut st = self.lock();
+        // The log is closed: what the backup may go live with is fixed.
+        st.rule.channel_failed();
         if st.closed.is_none() {
             st.closed = Some((why, std::time::SystemTime::now()));
         }
@@ -93,8 +101,9 @@ impl BackupLink {
         hello: &Hello,
         timing: Timing,
         control: Arc<Control>,
+        clock: Arc<dyn Clock>,
     ) -> Result<BackupLink, WireError> {
-        Self::start_with_limit(stream, hello, timing, control, INBOX_LIMIT)
+        Self::start_with_limit(stream, hello, timing, control, clock, INBOX_LIMIT)
     }
 
     fn start_with_limit(
@@ -102,6 +111,7 @@ impl BackupLink {
         hello: &Hello,
         timing: Timing,
         control: Arc<Control>,
+        clock: Arc<dyn Clock>,
         limit: usize,
     ) -> Result<BackupLink, WireError> {
         stream.set_read_timeout(Some(timing.timeout))?;
@@ -109,7 +119,7 @@ impl BackupLink {
         let inbox = Arc::new(Inbox {
             st: Mutex::new(InboxState {
                 buf: VecDeque::new(),
-                received: 0,
+                rule: BackupRule::new(timing, clock.now(), Bugs::default()),
                 acked: 0,
                 closed: None,
                 retired: false,
@@ -118,19 +128,19 @@ impl BackupLink {
             cv: Condvar::new(),
             acker_cv: Condvar::new(),
             limit,
+            clock,
         });
         let replayed = Arc::new(AtomicU64::new(0));
         let tx = Arc::new(Mutex::new(stream.try_clone()?));
         let (i1, i2) = (inbox.clone(), inbox.clone());
-        let timeout = timing.timeout;
         let (r1, r2) = (replayed.clone(), replayed.clone());
         let (t1, c1) = (tx.clone(), control.clone());
         std::thread::Builder::new()
             .name("log-reader".into())
-            .spawn(move || reader(i1, stream, timeout, t1, r1, c1))?;
+            .spawn(move || reader(i1, stream, timing.timeout, t1, r1, c1))?;
         std::thread::Builder::new()
             .name("acker".into())
-            .spawn(move || acker(i2, tx, timing.heartbeat, r2, control))?;
+            .spawn(move || acker(i2, tx, r2, control))?;
         Ok(BackupLink {
             inbox,
             generation,
@@ -161,7 +171,7 @@ impl BackupLink {
 
     /// Log bytes received so far.
     pub fn received(&self) -> u64 {
-        self.inbox.lock().received
+        self.inbox.lock().rule.received()
     }
 }
 
@@ -184,22 +194,13 @@ fn reader(
     loop {
         match ToBackup::read(&mut stream) {
             Ok(ToBackup::Log(bytes)) => {
-                let received = {
-                    let mut st = inbox.lock();
-                    while !st.buf.is_empty()
-                        && st.buf.len() + bytes.len() > inbox.limit
-                        && st.closed.is_none()
-                    {
-                        st = inbox.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-                    }
-                    st.received += bytes.len() as u64;
-                    st.buf.extend(bytes);
-                    inbox.cv.notify_all();
-                    st.received
+                let Some(ack) = store(&inbox, bytes) else {
+                    break;
                 };
-                if control.ack_delay_ms.load(Ordering::Relaxed) != 0 {
+                let delayed = control.ack_delay_ms.load(Ordering::Relaxed) != 0;
+                if delayed {
                     inbox.acker_cv.notify_all();
-                } else {
+                } else if let Some(received) = ack {
                     let ack = ToPrimary::Ack {
                         received,
                         replayed: replayed.load(Ordering::Relaxed),
@@ -212,7 +213,10 @@ fn reader(
                     st.acked = st.acked.max(received);
                 }
             }
-            Ok(ToBackup::Heartbeat) => {}
+            Ok(ToBackup::Heartbeat) => {
+                let now = inbox.clock.now();
+                inbox.lock().rule.heard(now);
+            }
             Ok(ToBackup::MovedTo(addr)) => {
                 inbox.lock().moved_to = Some(addr).filter(|a| !a.is_empty());
             }
@@ -231,10 +235,15 @@ fn reader(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                inbox.close(format!(
-                    "no log or heartbeat for {} ms",
-                    timeout.as_millis()
-                ));
+                // The socket waited a whole timeout, so the rule (on its own clock) finds the
+                // primary silent too; either way a read cut off mid-message cannot go on.
+                let now = inbox.clock.now();
+                let silent = inbox.lock().rule.primary_lost(now);
+                inbox.close(if silent {
+                    format!("no log or heartbeat for {} ms", timeout.as_millis())
+                } else {
+                    "the logging channel timed out in the middle of a message".into()
+                });
                 break;
             }
             Err(e) => {
@@ -246,27 +255,39 @@ fn reader(
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-/// Heartbeats, acks held back by a test's delay, and a relayed power-off.
-fn acker(
-    inbox: Arc<Inbox>,
-    tx: Sender,
-    heartbeat: Duration,
-    replayed: Arc<AtomicU64>,
-    control: Arc<Control>,
-) {
-    // (when it arrived, bytes received by then), for delayed acks.
-    let mut arrivals: VecDeque<(Instant, u64)> = VecDeque::new();
-    let mut last_sent = Instant::now();
+/// Holds `bytes` in the inbox once there is room: the ack the rule asks for, or `None` if the
+/// log closed meanwhile (nothing more is taken then).
+fn store(inbox: &Inbox, bytes: Vec<u8>) -> Option<Option<u64>> {
+    let mut st = inbox.lock();
+    let early = st.rule.arriving(bytes.len(), inbox.clock.now());
+    while !st.buf.is_empty() && st.buf.len() + bytes.len() > inbox.limit && st.closed.is_none() {
+        st = inbox.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+    if !st.rule.takes_log() {
+        return None;
+    }
+    let ack = st.rule.stored(bytes.len(), inbox.clock.now());
+    st.buf.extend(bytes);
+    inbox.cv.notify_all();
+    Some(ack.or(early))
+}
+
+/// Heartbeat acks when nothing was acked for a heartbeat, acks held back by a test's delay,
+/// and a relayed power-off.
+fn acker(inbox: Arc<Inbox>, tx: Sender, replayed: Arc<AtomicU64>, control: Arc<Control>) {
+    // (when it arrived, bytes held by then), for delayed acks.
+    let mut arrivals: VecDeque<(Duration, u64)> = VecDeque::new();
     let mut power_off_sent = false;
     loop {
-        let (received, acked) = {
+        let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
+        let (received, acked, heartbeat) = {
             let st = inbox.lock();
-            let mut wait = heartbeat.saturating_sub(last_sent.elapsed());
+            let now = inbox.clock.now();
+            let mut wait = st.rule.heartbeat_wait(now);
             if let Some(&(t, _)) = arrivals.front() {
-                let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
-                wait = wait.min((t + delay).saturating_duration_since(Instant::now()));
+                wait = wait.min((t + delay).saturating_sub(now));
             }
-            let st = inbox
+            let mut st = inbox
                 .acker_cv
                 .wait_timeout(st, wait.max(Duration::from_millis(1)))
                 .unwrap_or_else(|e| e.into_inner())
@@ -274,22 +295,28 @@ fn acker(
             if st.closed.is_some() {
                 return;
             }
-            (st.received, st.acked)
+            let heartbeat = st.rule.heartbeat_due(inbox.clock.now());
+            (st.rule.received(), st.acked, heartbeat)
         };
         // Read after the wait: the delay may have changed meanwhile.
         let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
-        let now = Instant::now();
-        if received > acked && arrivals.back().is_none_or(|&(_, r)| r < received) {
-            arrivals.push_back((now, received));
-        }
-        let mut due = acked;
+        let now = inbox.clock.now();
+        let mut due = if delay.is_zero() {
+            heartbeat.unwrap_or(acked)
+        } else {
+            // A test holds acks back: a heartbeat carries only what is due.
+            if received > acked && arrivals.back().is_none_or(|&(_, r)| r < received) {
+                arrivals.push_back((now, received));
+            }
+            acked
+        };
         while let Some(&(t, r)) = arrivals.front()
-            && t + delay <= now
+            && (t + delay <= now || delay.is_zero())
         {
             due = due.max(r);
             arrivals.pop_front();
         }
-        if due > acked || last_sent.elapsed() >= heartbeat {
+        if due > acked || heartbeat.is_some() {
             let ack = ToPrimary::Ack {
                 received: due,
                 replayed: replayed.load(Ordering::Relaxed),
@@ -299,7 +326,6 @@ fn acker(
             }
             let mut st = inbox.lock();
             st.acked = st.acked.max(due);
-            last_sent = now;
         }
         if !power_off_sent && control.power_off_requested() {
             power_off_sent = true;
@@ -376,6 +402,7 @@ mod tests {
             &hello,
             timing,
             Control::new(crate::Role::Backup, 0),
+            crate::SystemClock::shared(),
             8 << 20,
         )
         .unwrap();
@@ -394,5 +421,55 @@ mod tests {
             got += n;
         }
         primary.join().unwrap();
+    }
+
+    /// Acks say what is held as soon as it is held, heartbeats repeat it while the primary is
+    /// idle, and a primary silent past the timeout counts as lost with its log closed.
+    #[test]
+    fn acks_follow_what_is_held_and_silence_closes_the_log() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        let primary = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let hello = Hello {
+                generation: 1,
+                clone_ram: 0,
+                takeover: false,
+                backup_follows: false,
+                lock: "vm".into(),
+            };
+            ToBackup::Hello(hello).write(&mut s).unwrap();
+            let mut acks = vec![];
+            for len in [100, 50] {
+                ToBackup::Log(vec![1; len]).write(&mut s).unwrap();
+                acks.push(ToPrimary::read(&mut s).unwrap());
+            }
+            // Idle: the backup's heartbeat acks repeat what it holds.
+            acks.push(ToPrimary::read(&mut s).unwrap());
+            // Then silence until the backup gives up and hangs up.
+            while ToPrimary::read(&mut s).is_ok() {}
+            acks
+        });
+        let s = TcpStream::connect(at).unwrap();
+        let timing = Timing {
+            heartbeat: Duration::from_millis(20),
+            timeout: Duration::from_millis(300),
+        };
+        let hello = read_hello(&s, timing).unwrap();
+        let control = Control::new(crate::Role::Backup, 0);
+        let link =
+            BackupLink::start(s, &hello, timing, control, crate::SystemClock::shared()).unwrap();
+        let acks = primary.join().unwrap();
+        let received: Vec<u64> = acks
+            .iter()
+            .map(|a| match a {
+                ToPrimary::Ack { received, .. } => *received,
+                other => panic!("not an ack: {other:?}"),
+            })
+            .collect();
+        assert_eq!(received, [100, 150, 150]);
+        let (why, _) = link.lost().expect("the silent primary is lost");
+        assert!(why.contains("no log or heartbeat for 300 ms"), "{why}");
+        assert_eq!(link.received(), 150);
     }
 }

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::Timing;
 use crate::backup::{BackupLink, read_hello};
 use crate::channel::{ChannelError, accept_within, connect_to_primary};
+use crate::clock::Clock;
 use crate::control::{Control, Role};
 use crate::event::{Event, emit};
 use crate::primary::{FtPrimary, PrimaryConfig};
@@ -72,6 +73,8 @@ pub trait BackupHost {
     -> Result<Pass, FollowError>;
     /// The tie-breaker holding the lock records named `lock`.
     fn tiebreaker(&mut self, lock: &str) -> Result<Arc<dyn TieBreaker>, FollowError>;
+    /// The clock failure detection and heartbeats run on.
+    fn clock(&self) -> Arc<dyn Clock>;
 }
 
 /// How a backup's life ended.
@@ -119,7 +122,7 @@ pub fn follow(
     let mut following: Option<BackupPhase> = None;
     let mut pass_checkpoints;
     let (link, pass, phase) = loop {
-        let link = BackupLink::start(channel, &hello, timing, control.clone())?;
+        let link = BackupLink::start(channel, &hello, timing, control.clone(), host.clock())?;
         let generation = link.generation;
         let phase = match following.take() {
             Some(moved) => moved.reconnected(generation),
@@ -413,6 +416,10 @@ mod tests {
         fn tiebreaker(&mut self, lock: &str) -> Result<Arc<dyn TieBreaker>, FollowError> {
             self.asked_tiebreaker.set(true);
             Ok(Arc::new(LockFile::new(&self.dir, lock)))
+        }
+
+        fn clock(&self) -> Arc<dyn Clock> {
+            crate::SystemClock::shared()
         }
     }
 

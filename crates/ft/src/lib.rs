@@ -21,6 +21,7 @@
 pub mod announce;
 mod backup;
 mod channel;
+pub mod clock;
 pub mod clone;
 pub mod control;
 mod etcd;
@@ -39,6 +40,7 @@ pub use backup::{BackupLink, InboxReader, read_hello};
 pub use channel::{
     ChannelError, accept_backup, accept_within, bind_primary, connect_to_backup, connect_to_primary,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{Alone, CloneState, CloneStatus, Control, Role, Status};
 pub use etcd::{Etcd, PrivateEtcd};
 pub use event::{Event, emit};
@@ -59,6 +61,14 @@ pub struct Timing {
     pub heartbeat: Duration,
     /// Silence after which the peer counts as failed.
     pub timeout: Duration,
+}
+
+impl Timing {
+    /// Whether a peer last heard at `heard` counts as failed at `now`: the one silence rule
+    /// of both sides (the binary's channel threads and the rules the simulator runs).
+    pub fn silent(&self, heard: Duration, now: Duration) -> bool {
+        now.saturating_sub(heard) >= self.timeout
+    }
 }
 
 impl Default for Timing {

@@ -26,6 +26,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
 use crate::Timing;
+use crate::clock::Clock;
 use crate::control::{Control, Peer};
 use crate::role::Claim;
 use crate::rule::{Bugs, PrimaryPhase, PrimaryRule, Release};
@@ -81,8 +82,10 @@ struct Link {
     /// The channel's receiving half: whoever holds this lock reads (see [`Link::pump`]; lock
     /// order: `acks`, then `out`).
     acks: Mutex<AckReader>,
+    timing: Timing,
     timeout: Duration,
     heartbeat: Duration,
+    clock: Arc<dyn Clock>,
     /// The channel's sending half. Whoever sends holds this lock from taking bytes out of the
     /// outbox until they are written, so the log stays in order (lock order: `stream`, then
     /// `out`).
@@ -94,10 +97,10 @@ struct AckReader {
     stream: TcpStream,
     /// Bytes of a message not yet whole.
     buf: Vec<u8>,
-    /// When the backup was last heard from.
-    heard: Instant,
-    /// When the VM's thread last read.
-    vm_pumped: Instant,
+    /// When the backup was last heard from (on the link's clock).
+    heard: Duration,
+    /// When the VM's thread last read (on the link's clock).
+    vm_pumped: Duration,
     /// A live clone's ack reader, which owns the channel's input until it ends.
     clone_acks: Option<CloneThread>,
     /// The channel failed: nothing more to read.
@@ -177,8 +180,8 @@ impl Link {
         };
         let r = &mut *guard;
         if by_vm {
-            r.vm_pumped = Instant::now();
-        } else if r.vm_pumped.elapsed() < self.heartbeat * 2 {
+            r.vm_pumped = self.clock.now();
+        } else if self.clock.now().saturating_sub(r.vm_pumped) < self.heartbeat * 2 {
             return;
         }
         if r.done {
@@ -194,13 +197,13 @@ impl Link {
                 r.done = true;
                 return;
             }
-            r.heard = Instant::now();
+            r.heard = self.clock.now();
         }
         let deadline = Instant::now() + wait;
         loop {
             let failed = match self.read_available(r) {
                 Err(why) => Some(why),
-                Ok(()) if r.heard.elapsed() >= self.timeout => {
+                Ok(()) if self.timing.silent(r.heard, self.clock.now()) => {
                     Some(BackupLost::Silent(self.timeout))
                 }
                 Ok(()) => None,
@@ -219,7 +222,8 @@ impl Link {
                     return;
                 }
             }
-            let left = (deadline - now).min(self.timeout.saturating_sub(r.heard.elapsed()));
+            let since_heard = self.clock.now().saturating_sub(r.heard);
+            let left = (deadline - now).min(self.timeout.saturating_sub(since_heard));
             // poll counts whole milliseconds: a shorter wait would round to none and spin.
             let mut fds = [PollFd::new(r.stream.as_fd(), PollFlags::POLLIN)];
             let t = PollTimeout::try_from(left.max(Duration::from_micros(1000)))
@@ -237,7 +241,7 @@ impl Link {
                 Ok(0) => return Err(BackupLost::Closed),
                 Ok(n) => {
                     r.buf.extend_from_slice(&chunk[..n]);
-                    r.heard = Instant::now();
+                    r.heard = self.clock.now();
                 }
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
@@ -465,6 +469,8 @@ pub struct PrimaryConfig {
     /// Execution lag beyond which the primary slows itself down.
     pub max_lag: Duration,
     pub checkpoint_interval: u64,
+    /// Failure detection's and the Output Rule's time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The primary's observer: records to the logging channel, enforces the Output Rule, detects
@@ -591,6 +597,7 @@ impl FtPrimary {
             None => (None, None),
         };
         let now = Instant::now();
+        let clock_now = cfg.clock.now();
         let link = Arc::new(Link {
             out: Mutex::new(Outbox {
                 buf: VecDeque::new(),
@@ -609,13 +616,15 @@ impl FtPrimary {
             acks: Mutex::new(AckReader {
                 stream: stream.try_clone()?,
                 buf: Vec::new(),
-                heard: now,
-                vm_pumped: now,
+                heard: clock_now,
+                vm_pumped: clock_now,
                 clone_acks,
                 done: false,
             }),
+            timing: cfg.timing,
             timeout: cfg.timing.timeout,
             heartbeat: cfg.timing.heartbeat,
+            clock: cfg.clock.clone(),
         });
         let l1 = link.clone();
         let hb = cfg.timing.heartbeat;
@@ -627,7 +636,7 @@ impl FtPrimary {
                     sender(l1, hb)
                 }
             })?;
-        let rule = PrimaryRule::paired(cfg.generation, cfg.timing, Duration::ZERO, Bugs::default());
+        let rule = PrimaryRule::paired(cfg.generation, cfg.timing, clock_now, Bugs::default());
         let writer = Writer::new(LinkWriter(link.clone()), header)?;
         let rec = Recorder::new(writer).with_checkpoint_interval(cfg.checkpoint_interval);
         Ok(FtPrimary {
@@ -883,7 +892,7 @@ impl Observer for FtPrimary {
         let acked = o.acked;
         drop(o);
         let now = Instant::now();
-        self.rule.ack(acked, now - self.started);
+        self.rule.ack(acked, self.cfg.clock.now());
         while let Some(&(t, since)) = self.waiting.front()
             && t <= acked
         {

@@ -147,11 +147,7 @@ impl PrimaryRule {
     /// Checks the backup's silence: `Some(generation)` to claim when it just counted as lost.
     pub fn tick(&mut self, now: Duration) -> Option<u64> {
         match self.phase {
-            PrimaryPhase::Paired { .. }
-                if now.saturating_sub(self.heard) >= self.timing.timeout =>
-            {
-                self.lose()
-            }
+            PrimaryPhase::Paired { .. } if self.timing.silent(self.heard, now) => self.lose(),
             _ => None,
         }
     }
@@ -286,10 +282,17 @@ impl BackupRule {
         Some(self.acked.max(self.received))
     }
 
+    /// How long until a heartbeat ack is due (zero: now).
+    pub fn heartbeat_wait(&self, now: Duration) -> Duration {
+        self.timing
+            .heartbeat
+            .saturating_sub(now.saturating_sub(self.acked_at))
+    }
+
     /// Whether the primary's silence makes it lost (decided once; the log then ends where it
     /// stopped).
     pub fn primary_lost(&mut self, now: Duration) -> bool {
-        if !self.lost && now.saturating_sub(self.heard) >= self.timing.timeout {
+        if !self.lost && self.timing.silent(self.heard, now) {
             self.lost = true;
         }
         self.lost
