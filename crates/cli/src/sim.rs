@@ -101,11 +101,12 @@ pub fn run(args: SimArgs) -> Result<i32> {
         args.seeds as f64 / secs.max(1e-9)
     );
     println!(
-        "  failovers {}, clones {} ({} moving a backup), claims {}, backups lost {}, primaries \
-         lost {}, power-offs seen {}",
+        "  failovers {}, clones {} ({} moving a backup), primaries moved {}, claims {}, backups \
+         lost {}, primaries lost {}, power-offs seen {}",
         stats.failovers,
         stats.clones,
         stats.moves,
+        stats.migrations,
         stats.claims,
         stats.backups_lost,
         stats.primaries_lost,

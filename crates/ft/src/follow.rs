@@ -298,16 +298,17 @@ pub fn reissue_pending_io(machine: &mut Machine, io: &mut ftvm_host::IoBackends)
 pub enum TakeOver {
     /// The backup reconnected: the pair goes on at the same generation.
     Paired(Box<FtPrimary>),
-    /// No backup (none followed, or it did not come and this side won): the VM runs alone as
+    /// No backup (none followed, or it did not come) and this side won: the VM runs alone as
     /// `generation`.
     Alone { generation: u64 },
-    /// The backup did not come here and won the claim: this side halts.
+    /// Another side (the backup, or the moving primary) won the claim: this side halts.
     Halted { generation: u64, winner: String },
 }
 
 /// The receiving side of a migration, holding the moved `machine`: waits at `listener` for
-/// the pair's backup to reconnect (if one follows); if it does not, both sides hold the same
-/// machine and the test-and-set of the generation decides.
+/// the pair's backup to reconnect (if one follows); if it does not, or none follows, the
+/// test-and-set of the generation decides between this side and the others holding the same
+/// machine (the backup, or a moving primary whose move did not complete).
 pub fn take_over(
     machine: &mut Machine,
     listener: TcpListener,
@@ -326,10 +327,11 @@ pub fn take_over(
         icount,
         backup_follows: hello.backup_follows,
     });
-    if !hello.backup_follows {
-        return Ok(TakeOver::Alone { generation });
-    }
-    let reconnected = accept_within(&listener, RECONNECT_PATIENCE);
+    let reconnected = if hello.backup_follows {
+        accept_within(&listener, RECONNECT_PATIENCE)
+    } else {
+        None
+    };
     // A backup that comes later finds nobody: it then loses the test-and-set below.
     drop(listener);
     if let Some(stream) = reconnected {
@@ -343,7 +345,12 @@ pub fn take_over(
         emit(Event::BackupReconnected { generation });
         return Ok(TakeOver::Paired(Box::new(pair)));
     }
-    emit(Event::BackupDidNotReconnect { generation });
+    // Without the backup, this side runs only if it wins the generation: the moving side,
+    // if its move did not complete, claims it too before it shows another output
+    // (`rule::after_failed_move`), so exactly one of them runs the VM.
+    if hello.backup_follows {
+        emit(Event::BackupDidNotReconnect { generation });
+    }
     Ok(match claim_step(&*tb, generation, &cfg.who) {
         Claim::Won {
             next_generation, ..
@@ -548,5 +555,59 @@ mod tests {
         h.end = Err(ReplayError::Log(LogError::NotALog));
         assert!(matches!(run(vec![], &mut h), Err(FollowError::Replay(_))));
         assert!(!h.asked_tiebreaker.get());
+    }
+
+    fn config(who: &str, generation: u64) -> PrimaryConfig {
+        PrimaryConfig {
+            generation,
+            lock: "vm".into(),
+            who: who.into(),
+            timing: Timing::default(),
+            buffer: 1 << 20,
+            max_lag: Duration::from_secs(1),
+            checkpoint_interval: 0,
+            clock: crate::SystemClock::shared(),
+        }
+    }
+
+    #[test]
+    fn a_moved_primary_without_its_backup_runs_only_if_it_wins_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let tb: Arc<dyn TieBreaker> = Arc::new(LockFile::new(dir.path(), "vm"));
+        let hello = Hello {
+            generation: 3,
+            clone_ram: 1 << 20,
+            takeover: true,
+            backup_follows: false,
+            lock: "vm".into(),
+        };
+        let receive = |who: &str| {
+            let mut m = Machine::bare_metal(&spin_elf(), 16 << 20).unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let control = Control::new(Role::Spare, 0);
+            take_over(
+                &mut m,
+                listener,
+                &hello,
+                &config(who, 3),
+                tb.clone(),
+                &control,
+            )
+            .unwrap()
+        };
+        assert!(matches!(
+            receive("new host"),
+            TakeOver::Alone { generation: 4 }
+        ));
+        // The moving side, which missed the confirmation, claims its generation too: it loses
+        // and halts, so only one runs the VM.
+        assert!(matches!(
+            claim_step(&*tb, 3, "old host"),
+            Claim::Lost { ref winner, .. } if winner.contains("new host")
+        ));
+        assert!(matches!(
+            receive("another host"),
+            TakeOver::Halted { generation: 3, .. }
+        ));
     }
 }

@@ -35,17 +35,21 @@ pub struct Bugs {
     pub fenced_releases: bool,
     /// A pair formed by a clone reuses the generation its primary won, not the next one.
     pub stale_generation_after_clone: bool,
+    /// A primary whose move to another host did not complete goes on with its backup without
+    /// taking the generation, though the new host may hold the machine and claim it.
+    pub migration_abort_without_claim: bool,
 }
 
 impl Bugs {
     /// Every bug, by name, one at a time (`ftvm sim --bug NAME`).
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "release-early",
         "ack-before-stored",
         "live-before-drained",
         "skip-test-and-set",
         "fenced-releases",
         "stale-generation-after-clone",
+        "migration-abort-without-claim",
     ];
 
     /// The bug called `name`, alone.
@@ -58,6 +62,7 @@ impl Bugs {
             "skip-test-and-set" => b.skip_test_and_set = true,
             "fenced-releases" => b.fenced_releases = true,
             "stale-generation-after-clone" => b.stale_generation_after_clone = true,
+            "migration-abort-without-claim" => b.migration_abort_without_claim = true,
             _ => return None,
         }
         Some(b)
@@ -308,6 +313,29 @@ impl BackupRule {
     /// depended on.
     pub fn may_claim(&self, drained: bool) -> bool {
         self.lost && (drained || self.bugs.live_before_drained)
+    }
+}
+
+/// What a primary does when its move to another host did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailedMove {
+    /// Take the generation before another output: the new host may hold the machine and,
+    /// when the backup does not come, claim the generation and run it from where the move
+    /// stopped. Winning, this side retires its backup (it cannot go live either) and runs
+    /// alone until a new clone; losing, it halts (the new host runs the VM from the very
+    /// state this side stood still at).
+    ClaimGeneration,
+    /// Go on with the backup as if nothing happened (only the deliberate bug).
+    GoOnPaired,
+}
+
+/// What a primary whose move did not complete does (§ the module doc's invariants: a side
+/// shows an output only if it is the one that may run the generation).
+pub fn after_failed_move(bugs: Bugs) -> AfterFailedMove {
+    if bugs.migration_abort_without_claim {
+        AfterFailedMove::GoOnPaired
+    } else {
+        AfterFailedMove::ClaimGeneration
     }
 }
 

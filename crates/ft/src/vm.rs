@@ -31,7 +31,7 @@ use crate::event::{Event, emit};
 use crate::follow::claim_step;
 use crate::primary::{FtPrimary, PrimaryConfig};
 use crate::role::Claim;
-use crate::rule::PrimaryPhase;
+use crate::rule::{AfterFailedMove, PrimaryPhase};
 use crate::tiebreak::TieBreaker;
 
 /// How long a switch to a new backup waits for the old one to ack the log.
@@ -307,10 +307,41 @@ impl FtVm {
                 self.pairing = Pairing::Moved { to: target, pair };
             }
             Err(why) => {
-                if let Some(p) = self.pairing.pair() {
-                    p.send_moved_to("");
-                }
                 self.clone_failed(&target, why);
+                match crate::rule::after_failed_move(crate::rule::Bugs::default()) {
+                    AfterFailedMove::ClaimGeneration => self.take_own_generation(),
+                    AfterFailedMove::GoOnPaired => {
+                        if let Some(p) = self.pairing.pair() {
+                            p.send_moved_to("");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a move that did not complete: the new host may hold the machine (its
+    /// confirmation is what went missing) and, without a backup, claims this VM's generation
+    /// to run it. So this side takes the generation first: won, it retires its backup (which
+    /// cannot go live at this generation either) and runs alone at the next one, cloning into
+    /// a spare as after any failover; lost, the new host runs the VM from the very state this
+    /// one stood still at, and this one halts.
+    fn take_own_generation(&mut self) {
+        let g = self.cfg.generation;
+        match claim_step(&*self.tb, g, &self.cfg.who) {
+            Claim::Won {
+                next_generation, ..
+            } => {
+                if let Some(old) = self.pairing.take_pair() {
+                    old.retire();
+                }
+                self.cfg.generation = next_generation;
+                self.show_alone();
+            }
+            Claim::Lost { .. } => {
+                self.control
+                    .enter_primary_phase(&PrimaryPhase::Fenced { generation: g });
+                self.pairing = Pairing::Fenced;
             }
         }
     }

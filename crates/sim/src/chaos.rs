@@ -6,7 +6,7 @@ use std::time::Duration;
 use ftvm_ft::{BackupPhase, PrimaryPhase};
 
 use crate::faults::FaultKind;
-use crate::hosts::{Host, REPLAY_RECORDS, SLOW_RECORDS, SLOW_TURNS};
+use crate::hosts::{Host, Migration, REPLAY_RECORDS, SLOW_RECORDS, SLOW_TURNS};
 use crate::net::{Addr, Msg};
 use crate::world::World;
 
@@ -138,8 +138,32 @@ impl World {
                 if let (false, Some(p), Some(_), Some(spare)) = (heal, primary, backup, spare)
                     && let Host::Primary(p) = &mut self.hosts[p]
                     && p.rule.logging()
+                    && p.migrating.is_none()
                 {
                     p.moving = Some(spare);
+                }
+            }
+            FaultKind::MigratePrimary => {
+                if heal {
+                    if let [p, s] = self.struck[index][..] {
+                        self.net.cut(Addr::Host(s), Addr::Host(p), false);
+                    }
+                    return;
+                }
+                let spare = self.free_spare();
+                if let (Some(p), Some(_), Some(s)) = (primary, backup, spare)
+                    && let Host::Primary(pp) = &mut self.hosts[p]
+                    && pp.rule.logging()
+                    && pp.migrating.is_none()
+                    && pp.moving.is_none()
+                {
+                    pp.migrating = Some(Migration { to: s, sent: None });
+                    // The new host's answers may be lost: it holds the machine, the moving
+                    // primary does not know.
+                    if self.rng.chance(50) {
+                        self.net.cut(Addr::Host(s), Addr::Host(p), true);
+                        self.struck[index] = vec![p, s];
+                    }
                 }
             }
             FaultKind::PowerOff => {
@@ -166,7 +190,20 @@ impl World {
                 .get(&g)
                 .is_some_and(|&(w, at)| w == h && at >= self.net.channels[channel].opened)
         };
+        // A backup following a moved primary and the new host waiting for it hold the same
+        // VM: either may run it.
+        let follower = |t: usize| {
+            self.hosts
+                .iter()
+                .any(|x| matches!(x, Host::Backup(b) if b.moved_to == Some(t)))
+        };
+        let awaiting = |t: Option<usize>| {
+            t.is_some_and(
+                |t| matches!(&self.hosts[t], Host::Primary(p) if p.awaiting_backup.is_some()),
+            )
+        };
         match &self.hosts[h] {
+            Host::Primary(p) if p.awaiting_backup.is_some() => !follower(h),
             Host::Primary(p) => {
                 let claimed = match *p.rule.phase() {
                     PrimaryPhase::Paired { generation } | PrimaryPhase::Claiming { generation } => {
@@ -187,7 +224,8 @@ impl World {
                 };
                 let primary = self.net.channels[b.channel].primary;
                 claimed
-                    || !matches!(&self.hosts[primary], Host::Primary(p) if p.channel == Some(b.channel))
+                    || (!awaiting(b.moved_to)
+                        && !matches!(&self.hosts[primary], Host::Primary(p) if p.channel == Some(b.channel)))
             }
             Host::Spare | Host::Down(_) => false,
         }

@@ -35,10 +35,13 @@ pub enum FaultKind {
     MoveBackup,
     /// The guest is told to power off (a request from a client).
     PowerOff,
+    /// The operator moves the primary to a spare (`ftvm ctl migrate`); half the time the
+    /// network to the new host breaks for the fault's length, cutting the move short.
+    MigratePrimary,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::CrashPrimary,
         FaultKind::CrashBackup,
         FaultKind::CrashSpare,
@@ -54,6 +57,7 @@ impl FaultKind {
         FaultKind::TieBreakerLosesAnswers,
         FaultKind::MoveBackup,
         FaultKind::PowerOff,
+        FaultKind::MigratePrimary,
     ];
 
     /// How often a schedule picks it, relative to the others.
@@ -72,6 +76,7 @@ impl FaultKind {
             FaultKind::TieBreakerLosesAnswers => 2,
             FaultKind::MoveBackup => 3,
             FaultKind::PowerOff => 1,
+            FaultKind::MigratePrimary => 3,
         }
     }
 
@@ -92,6 +97,7 @@ impl FaultKind {
             FaultKind::TieBreakerLosesAnswers => "tiebreaker-loses-answers",
             FaultKind::MoveBackup => "move-backup",
             FaultKind::PowerOff => "power-off",
+            FaultKind::MigratePrimary => "migrate",
         }
     }
 

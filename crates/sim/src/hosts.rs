@@ -86,6 +86,20 @@ pub struct Primary {
     pub clone_at: Duration,
     /// The operator asked to move the backup to this spare.
     pub moving: Option<usize>,
+    /// The operator asked to move this primary to another host.
+    pub migrating: Option<Migration>,
+    /// A migrated primary waits until then for its backup to reconnect (it does not run
+    /// meanwhile), then claims the generation.
+    pub awaiting_backup: Option<Duration>,
+}
+
+/// A primary's move to another host.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub to: usize,
+    /// When the machine was sent (the guest stands still since); `None`: not yet (outputs are
+    /// still held).
+    pub sent: Option<Duration>,
 }
 
 /// The log's header: the simulator builds every machine itself, so it only names the guest.
@@ -123,6 +137,8 @@ impl Primary {
             halted: false,
             clone_at: now,
             moving: None,
+            migrating: None,
+            awaiting_backup: None,
             machine,
         }
     }
@@ -186,6 +202,13 @@ impl Primary {
             }));
     }
 
+    /// Ends the log here (the VM moved away): the backup's replay completes at this
+    /// instruction.
+    pub fn end_log(&mut self) {
+        self.rec.end(self.machine.icount(), RunEnd::Stopped);
+        self.halted = true;
+    }
+
     /// Log bytes produced since the last call.
     pub fn take_log(&mut self) -> Vec<u8> {
         self.rec.barrier();
@@ -214,6 +237,10 @@ pub struct Backup {
     pub turn_every: u64,
     /// Records it replays per turn.
     pub records_per_turn: usize,
+    /// The primary said the VM moves to this host.
+    pub moved_to: Option<usize>,
+    /// Reconnecting to the moved primary: give up then, and when to ask again.
+    pub reconnect: Option<(Duration, Duration)>,
 }
 
 /// What a backup's step came to.
@@ -221,6 +248,8 @@ pub enum BackupStep {
     Replaying,
     /// The primary is lost and the log drained: claim `generation`.
     Claim(u64),
+    /// The log ended where the primary moved to this host: reconnect there.
+    Reconnect(usize),
     /// Stopped without going live.
     Stopped(String),
 }
@@ -254,6 +283,8 @@ impl Backup {
             turns: 0,
             turn_every: 1,
             records_per_turn: REPLAY_RECORDS,
+            moved_to: None,
+            reconnect: None,
         }
     }
 
@@ -300,7 +331,10 @@ impl Backup {
         }
         if self.complete {
             self.phase = self.phase.clone().pass_ended(&self.pass_end());
-            return Ok(BackupStep::Stopped(format!("{:?}", self.phase)));
+            return Ok(match (&self.phase, self.moved_to) {
+                (BackupPhase::Reconnecting { .. }, Some(to)) => BackupStep::Reconnect(to),
+                _ => BackupStep::Stopped(format!("{:?}", self.phase)),
+            });
         }
         if !self.rule.primary_lost(now) || !self.rule.may_claim(drained) {
             return Ok(BackupStep::Replaying);
@@ -315,10 +349,15 @@ impl Backup {
     fn pass_end(&self) -> ftvm_ft::PassEnd {
         ftvm_ft::PassEnd {
             complete: self.complete,
-            moved_to: None,
+            moved_to: self.moved_to.map(|h| format!("host {h}")),
             guest_halted: self.replayer.halted(),
             retired: self.retired,
         }
+    }
+
+    /// The console bytes replayed so far.
+    pub fn console(&self) -> u64 {
+        self.console.get()
     }
 
     /// Goes live: the machine where replay left it, and the console bytes it produced past

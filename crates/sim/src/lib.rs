@@ -77,6 +77,8 @@ pub struct Stats {
     pub clones: u64,
     /// Backups moved to a spare by the operator.
     pub moves: u64,
+    /// Primaries moved to a spare by the operator, the backup following.
+    pub migrations: u64,
     pub claims: u64,
     pub backups_lost: u64,
     pub primaries_lost: u64,
@@ -97,6 +99,7 @@ impl Stats {
         self.failovers += o.failovers;
         self.clones += o.clones;
         self.moves += o.moves;
+        self.migrations += o.migrations;
         self.claims += o.claims;
         self.backups_lost += o.backups_lost;
         self.primaries_lost += o.primaries_lost;

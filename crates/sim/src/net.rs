@@ -35,6 +35,23 @@ pub enum Msg {
     },
     /// The primary replaced this backup (it took the backup's generation first): stop.
     Retire { channel: usize },
+    /// The VM moves to host `to` (`ftvm ctl migrate`): once the log ends, reconnect there.
+    /// `None`: the move is called off.
+    MovedTo { channel: usize, to: Option<usize> },
+    /// A migration's machine, from the moving primary `from`: the receiver becomes the
+    /// primary at `generation` once the backup reconnects (or it wins the claim).
+    Migrate {
+        from: usize,
+        snapshot: Rc<Vec<u8>>,
+        generation: u64,
+        console: u64,
+    },
+    /// The new host holds the migrated machine: the moving primary may end its run.
+    TookOver { host: usize },
+    /// A backup whose primary moved asks the new host for the log.
+    Reconnect { backup: usize },
+    /// The new host's answer: the log of `generation` follows on `channel`.
+    Rejoined { channel: usize, generation: u64 },
     /// A request line from a client.
     Request(Vec<u8>),
     /// Console bytes of the VM's stream, from byte `offset` on.
@@ -205,6 +222,8 @@ fn channel_of(msg: &Msg) -> Option<usize> {
         | Msg::Heartbeat { channel }
         | Msg::Ack { channel, .. }
         | Msg::Retire { channel }
+        | Msg::MovedTo { channel, .. }
+        | Msg::Rejoined { channel, .. }
         | Msg::Clone { channel, .. } => Some(*channel),
         _ => None,
     }

@@ -5,13 +5,16 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use ftvm_ft::rule::AfterFailedMove;
 use ftvm_ft::{BackupPhase, Claim, PrimaryPhase, PrimaryRule, Release, Stop, rule};
 use ftvm_machine::Machine;
 
-use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Primary};
+use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Migration, Primary};
 use crate::net::{Addr, Event, Msg, Net};
 use crate::rng::Rng;
-use crate::world::{CLAIM_RETRY, CLONE_DELAY, World};
+use crate::world::{
+    CLAIM_RETRY, CLONE_DELAY, MIGRATE_PATIENCE, RECONNECT_PATIENCE, RECONNECT_RETRY, World,
+};
 
 impl World {
     pub(crate) fn host_receives(&mut self, h: usize, msg: Msg) {
@@ -33,6 +36,13 @@ impl World {
             Msg::Ack { channel, received } if p.channel == Some(channel) => {
                 p.rule.ack(received, now)
             }
+            Msg::TookOver { host }
+                if p.migrating
+                    .is_some_and(|m| m.to == host && m.sent.is_some()) =>
+            {
+                self.moved_away(h)
+            }
+            Msg::Reconnect { backup } if p.awaiting_backup.is_some() => self.rejoin(h, backup),
             Msg::Answer {
                 generation,
                 outcome,
@@ -75,6 +85,15 @@ impl World {
                 b.retired = true;
                 b.rule.channel_failed();
             }
+            Msg::MovedTo { channel, to } if b.channel == channel => b.moved_to = to,
+            Msg::Rejoined {
+                channel,
+                generation,
+            } if matches!(b.phase, BackupPhase::Reconnecting { .. })
+                && b.moved_to == Some(self.net.channels[channel].primary) =>
+            {
+                self.rejoined(h, channel, generation)
+            }
             Msg::Answer {
                 generation,
                 outcome,
@@ -92,6 +111,15 @@ impl World {
     /// A spare takes a live clone: the machine restored, it becomes the backup on the clone's
     /// channel and says so (its first ack), and the log follows.
     fn spare_receives(&mut self, h: usize, msg: Msg) {
+        if let Msg::Migrate {
+            from,
+            snapshot,
+            generation,
+            console,
+        } = msg
+        {
+            return self.take_over(h, from, &snapshot, generation, console);
+        }
         let Msg::Clone {
             channel,
             snapshot,
@@ -125,9 +153,21 @@ impl World {
         let Host::Primary(p) = &mut self.hosts[h] else {
             unreachable!()
         };
+        if let Some(deadline) = p.awaiting_backup {
+            // A migrated primary runs only once its backup is back, or it won the claim.
+            if now < deadline {
+                return;
+            }
+            p.awaiting_backup = None;
+            p.rule.lose();
+        }
         if p.rule.tick(now).is_some() {
             self.stats.backups_lost += 1;
         }
+        self.tend_migration(h);
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
         if p.moving.is_some() && p.held.is_empty() && p.rule.logging() {
             // The switch to a new backup: the old one holds everything shown; this side takes
             // its generation (the claim), then retires it and clones.
@@ -156,10 +196,13 @@ impl World {
         let Host::Primary(p) = &mut self.hosts[h] else {
             unreachable!()
         };
-        while let Some(line) = self.inbox[h].pop_front() {
-            p.input(line);
+        // A migrating guest stands still from the moment its machine left.
+        if p.migrating.is_none_or(|m| m.sent.is_none()) {
+            while let Some(line) = self.inbox[h].pop_front() {
+                p.input(line);
+            }
+            p.run_slice();
         }
-        p.run_slice();
         let log = p.take_log();
         if let Some(channel) = p.channel
             && p.rule.logging()
@@ -260,6 +303,8 @@ impl World {
                 let old = p.channel.take();
                 p.clone_at = self.net.now + CLONE_DELAY;
                 let moving = p.moving.take();
+                // It runs the VM: the network learns so (a migrated primary that won).
+                self.announced = h;
                 self.runs_alone(h, generation);
                 if let (Some(spare), Some(old)) = (moving, old) {
                     // Moving the backup: the old one's generation is this side's now, so it
@@ -358,6 +403,23 @@ impl World {
             b.asked = ask_claim(&mut self.net, &mut self.rng, h, generation, b.asked);
             return;
         }
+        if let (BackupPhase::Reconnecting { .. }, Some((give_up, asked)), Some(to)) =
+            (&b.phase, b.reconnect, b.moved_to)
+        {
+            if now >= give_up {
+                // The moved primary is not there: both hold the same machine, the
+                // tie-breaker decides.
+                b.reconnect = None;
+                b.phase = b.phase.clone().reconnect_failed();
+                self.stats.primaries_lost += 1;
+            } else if now - asked >= RECONNECT_RETRY {
+                b.reconnect = Some((give_up, now));
+                let ask = Msg::Reconnect { backup: h };
+                self.net
+                    .send(&mut self.rng, Addr::Host(h), Addr::Host(to), ask);
+            }
+            return;
+        }
         b.turns += 1;
         if b.turns % b.turn_every != 0 {
             return;
@@ -372,6 +434,12 @@ impl World {
         match b.step(now) {
             Err(e) => self.fail(e),
             Ok(BackupStep::Replaying) => {}
+            Ok(BackupStep::Reconnect(to)) => {
+                b.reconnect = Some((now + RECONNECT_PATIENCE, now));
+                let ask = Msg::Reconnect { backup: h };
+                self.net
+                    .send(&mut self.rng, Addr::Host(h), Addr::Host(to), ask);
+            }
             Ok(BackupStep::Claim(generation)) => {
                 self.stats.primaries_lost += 1;
                 b.asked = Some(Asked {
@@ -457,6 +525,158 @@ impl World {
             BackupPhase::Halted { .. } => self.hosts[h] = Host::Down("lost the claim".into()),
             _ => {}
         }
+    }
+}
+
+impl World {
+    /// A primary asked to move: once nothing is held it sends its machine to the new host and
+    /// tells the backup where the VM goes, then stands still until the new host has it. A
+    /// move that does not complete is called off by `ftvm-ft`'s rule for it.
+    fn tend_migration(&mut self, h: usize) {
+        let now = self.net.now;
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        let Some(m) = p.migrating else { return };
+        match m.sent {
+            None if !p.rule.logging() => p.migrating = None,
+            None if p.held.is_empty() => {
+                let (Some(channel), PrimaryPhase::Paired { generation }) =
+                    (p.channel, p.rule.phase().clone())
+                else {
+                    return;
+                };
+                let snapshot = Rc::new(p.machine.snapshot());
+                let console = p.console;
+                p.migrating = Some(Migration {
+                    sent: Some(now),
+                    ..m
+                });
+                let backup = self.net.channels[channel].backup;
+                let moved = Msg::MovedTo {
+                    channel,
+                    to: Some(m.to),
+                };
+                let machine = Msg::Migrate {
+                    from: h,
+                    snapshot,
+                    generation,
+                    console,
+                };
+                self.net
+                    .send(&mut self.rng, Addr::Host(h), Addr::Host(backup), moved);
+                self.net
+                    .send(&mut self.rng, Addr::Host(h), Addr::Host(m.to), machine);
+            }
+            Some(sent) if !p.rule.logging() || now - sent >= MIGRATE_PATIENCE => {
+                p.migrating = None;
+                match rule::after_failed_move(self.bugs) {
+                    // The new host may hold the machine and claim the generation: this side
+                    // takes it first (as when it moves its backup: retire, then clone).
+                    // (A side already claiming, or alone, has taken or is taking it.)
+                    AfterFailedMove::ClaimGeneration if p.rule.logging() => p.moving = Some(m.to),
+                    AfterFailedMove::ClaimGeneration => {}
+                    AfterFailedMove::GoOnPaired => {
+                        if let Some(channel) = p.channel {
+                            let backup = self.net.channels[channel].backup;
+                            let off = Msg::MovedTo { channel, to: None };
+                            self.net
+                                .send(&mut self.rng, Addr::Host(h), Addr::Host(backup), off);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The new host holds the machine: the log ends here and this host is free.
+    fn moved_away(&mut self, h: usize) {
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        p.end_log();
+        let log = p.take_log();
+        if let Some(channel) = p.channel {
+            let backup = self.net.channels[channel].backup;
+            let bytes = Msg::Log {
+                channel,
+                bytes: log,
+            };
+            self.net
+                .send(&mut self.rng, Addr::Host(h), Addr::Host(backup), bytes);
+        }
+        self.stats.migrations += 1;
+        self.hosts[h] = Host::Spare;
+        self.inbox[h].clear();
+    }
+
+    /// A spare receives a moving primary: it is the primary of `generation` from the
+    /// machine's instruction, waiting for the pair's backup (see `ftvm_ft::take_over`).
+    fn take_over(&mut self, h: usize, from: usize, snapshot: &[u8], generation: u64, console: u64) {
+        let machine = match Machine::restore(snapshot) {
+            Ok(m) => m,
+            Err(e) => return self.fail(format!("a migration's snapshot does not restore: {e}")),
+        };
+        let now = self.net.now;
+        let rule = PrimaryRule::paired(generation, self.timing, now, self.bugs);
+        let mut p = Primary::new(machine, rule, console, now);
+        p.awaiting_backup = Some(now + RECONNECT_PATIENCE);
+        self.hosts[h] = Host::Primary(Box::new(p));
+        self.inbox[h].clear();
+        let took = Msg::TookOver { host: h };
+        self.net
+            .send(&mut self.rng, Addr::Host(h), Addr::Host(from), took);
+    }
+
+    /// The moved primary's backup reconnected: the pair goes on, a new log from here.
+    fn rejoin(&mut self, h: usize, backup: usize) {
+        let now = self.net.now;
+        let channel = self.net.open_channel(h, backup);
+        let Host::Primary(p) = &mut self.hosts[h] else {
+            unreachable!()
+        };
+        let PrimaryPhase::Paired { generation } = *p.rule.phase() else {
+            return;
+        };
+        p.awaiting_backup = None;
+        p.restart_log(
+            PrimaryRule::paired(generation, self.timing, now, self.bugs),
+            channel,
+            now,
+        );
+        self.announced = h;
+        let hello = Msg::Rejoined {
+            channel,
+            generation,
+        };
+        self.net
+            .send(&mut self.rng, Addr::Host(h), Addr::Host(backup), hello);
+    }
+
+    /// The backup follows its moved primary: the same machine, a new log.
+    fn rejoined(&mut self, h: usize, channel: usize, generation: u64) {
+        let now = self.net.now;
+        let Host::Backup(b) = std::mem::replace(&mut self.hosts[h], Host::Spare) else {
+            unreachable!()
+        };
+        let phase = b.phase.clone().reconnected(generation);
+        let (turn_every, records_per_turn, console) =
+            (b.turn_every, b.records_per_turn, b.console());
+        let machine = b.replayer.into_machine();
+        let mut next = Backup::new(
+            machine,
+            generation,
+            channel,
+            console,
+            self.timing,
+            now,
+            self.bugs,
+        );
+        (next.phase, next.turn_every, next.records_per_turn) =
+            (phase, turn_every, records_per_turn);
+        self.hosts[h] = Host::Backup(Box::new(next));
+        self.send_ack(h, channel, 0);
     }
 }
 

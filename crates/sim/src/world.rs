@@ -20,6 +20,12 @@ pub(crate) const STEP: Duration = Duration::from_millis(1);
 pub(crate) const CLAIM_RETRY: Duration = Duration::from_millis(200);
 /// A primary running alone looks for a spare this long after it went alone.
 pub(crate) const CLONE_DELAY: Duration = Duration::from_millis(50);
+/// A moving primary waits this long for the new host to confirm it holds the machine.
+pub(crate) const MIGRATE_PATIENCE: Duration = Duration::from_millis(500);
+/// A moved primary's backup gets this long to reconnect, and tries to that long (the binary's
+/// five seconds, scaled like the simulated VM: a seed's whole story runs in six).
+pub(crate) const RECONNECT_PATIENCE: Duration = Duration::from_millis(1000);
+pub(crate) const RECONNECT_RETRY: Duration = Duration::from_millis(100);
 
 /// Why a seed failed: the broken check, and when.
 #[derive(Debug, Clone)]
