@@ -367,23 +367,28 @@ mod tests {
     use std::io::Read;
     use std::net::TcpListener;
 
-    /// A primary that streams faster than the backup consumes fills the inbox to its limit and
-    /// no further; the rest waits in TCP (and, in a real primary, its outbox).
-    #[test]
-    fn a_full_inbox_pushes_back_instead_of_growing() {
+    /// A primary of generation 1 that says hello, then does `then` on its end of the channel;
+    /// and the backup's end.
+    fn primary<T: Send + 'static>(
+        then: impl FnOnce(TcpStream) -> T + Send + 'static,
+    ) -> (std::thread::JoinHandle<T>, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let at = l.local_addr().unwrap();
         let primary = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            ToBackup::Hello(Hello {
-                generation: 1,
-                clone_ram: 0,
-                takeover: false,
-                backup_follows: false,
-                lock: "vm".into(),
-            })
-            .write(&mut s)
-            .unwrap();
+            ToBackup::Hello(Hello::paired(1, "vm"))
+                .write(&mut s)
+                .unwrap();
+            then(s)
+        });
+        (primary, TcpStream::connect(at).unwrap())
+    }
+
+    /// A primary that streams faster than the backup consumes fills the inbox to its limit and
+    /// no further; the rest waits in TCP (and, in a real primary, its outbox).
+    #[test]
+    fn a_full_inbox_pushes_back_instead_of_growing() {
+        let (primary, s) = primary(|mut s| {
             for _ in 0..64 {
                 ToBackup::Log(vec![7; 1 << 20]).write(&mut s).unwrap();
             }
@@ -391,7 +396,6 @@ mod tests {
             s.shutdown(std::net::Shutdown::Write).unwrap();
             let _ = std::io::copy(&mut s, &mut std::io::sink());
         });
-        let s = TcpStream::connect(at).unwrap();
         let timing = Timing {
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_secs(5),
@@ -427,18 +431,7 @@ mod tests {
     /// idle, and a primary silent past the timeout counts as lost with its log closed.
     #[test]
     fn acks_follow_what_is_held_and_silence_closes_the_log() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let at = l.local_addr().unwrap();
-        let primary = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let hello = Hello {
-                generation: 1,
-                clone_ram: 0,
-                takeover: false,
-                backup_follows: false,
-                lock: "vm".into(),
-            };
-            ToBackup::Hello(hello).write(&mut s).unwrap();
+        let (primary, s) = primary(|mut s| {
             let mut acks = vec![];
             for len in [100, 50] {
                 ToBackup::Log(vec![1; len]).write(&mut s).unwrap();
@@ -450,7 +443,6 @@ mod tests {
             while ToPrimary::read(&mut s).is_ok() {}
             acks
         });
-        let s = TcpStream::connect(at).unwrap();
         let timing = Timing {
             heartbeat: Duration::from_millis(20),
             timeout: Duration::from_millis(300),

@@ -436,14 +436,9 @@ mod tests {
         let at = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let hello = Hello {
-                generation: 1,
-                clone_ram: 0,
-                takeover: false,
-                backup_follows: false,
-                lock: "vm".into(),
-            };
-            ToBackup::Hello(hello).write(&mut s).unwrap();
+            ToBackup::Hello(Hello::paired(1, "vm"))
+                .write(&mut s)
+                .unwrap();
             for m in then {
                 m.write(&mut s).unwrap();
             }

@@ -552,14 +552,7 @@ impl FtPrimary {
         control: Arc<Control>,
     ) -> io::Result<FtPrimary> {
         let mut hello = &stream;
-        ToBackup::Hello(crate::wire::Hello {
-            generation: cfg.generation,
-            clone_ram: 0,
-            takeover: false,
-            backup_follows: false,
-            lock: cfg.lock.clone(),
-        })
-        .write(&mut hello)?;
+        ToBackup::Hello(crate::wire::Hello::paired(cfg.generation, &cfg.lock)).write(&mut hello)?;
         Self::start_on(stream, None, header, cfg, tb, control)
     }
 

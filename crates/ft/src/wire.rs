@@ -42,6 +42,20 @@ pub struct Hello {
     pub lock: String,
 }
 
+impl Hello {
+    /// The hello of a pair whose backup starts from the same boot or snapshot (no clone, no
+    /// move): its generation and lock record's name.
+    pub fn paired(generation: u64, lock: &str) -> Hello {
+        Hello {
+            generation,
+            clone_ram: 0,
+            takeover: false,
+            backup_follows: false,
+            lock: lock.to_string(),
+        }
+    }
+}
+
 /// Primary to backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToBackup {

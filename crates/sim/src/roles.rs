@@ -133,16 +133,7 @@ impl World {
             Ok(m) => m,
             Err(e) => return self.fail(format!("a clone's snapshot does not restore: {e}")),
         };
-        let now = self.net.now;
-        let backup = Backup::new(
-            machine,
-            generation,
-            channel,
-            console,
-            self.timing,
-            now,
-            self.bugs,
-        );
+        let backup = self.new_backup(machine, generation, channel, console);
         self.hosts[h] = Host::Backup(Box::new(backup));
         self.stats.clones += 1;
         self.send_ack(h, channel, 0);
@@ -531,6 +522,18 @@ impl World {
 }
 
 impl World {
+    /// A backup of `generation` on `channel` from `machine`, `console` bytes into the stream.
+    fn new_backup(
+        &self,
+        machine: Machine,
+        generation: u64,
+        channel: usize,
+        console: u64,
+    ) -> Backup {
+        let (timing, now, bugs) = (self.timing, self.net.now, self.bugs);
+        Backup::new(machine, generation, channel, console, timing, now, bugs)
+    }
+
     /// A primary asked to move: once nothing is held it sends its machine to the new host and
     /// tells the backup where the VM goes, then stands still until the new host has it. A
     /// move that does not complete is called off by `ftvm-ft`'s rule for it.
@@ -658,23 +661,13 @@ impl World {
 
     /// The backup follows its moved primary: the same machine, a new log.
     fn rejoined(&mut self, h: usize, channel: usize, generation: u64) {
-        let now = self.net.now;
         let Host::Backup(b) = std::mem::replace(&mut self.hosts[h], Host::Spare) else {
             unreachable!()
         };
         let phase = b.phase.clone().reconnected(generation);
         let (turn_every, records_per_turn, console) =
             (b.turn_every, b.records_per_turn, b.console());
-        let machine = b.replayer.into_machine();
-        let mut next = Backup::new(
-            machine,
-            generation,
-            channel,
-            console,
-            self.timing,
-            now,
-            self.bugs,
-        );
+        let mut next = self.new_backup(b.replayer.into_machine(), generation, channel, console);
         (next.phase, next.turn_every, next.records_per_turn) =
             (phase, turn_every, records_per_turn);
         self.hosts[h] = Host::Backup(Box::new(next));
