@@ -83,8 +83,6 @@ struct Link {
     /// order: `acks`, then `out`).
     acks: Mutex<AckReader>,
     timing: Timing,
-    timeout: Duration,
-    heartbeat: Duration,
     clock: Arc<dyn Clock>,
     /// The channel's sending half. Whoever sends holds this lock from taking bytes out of the
     /// outbox until they are written, so the log stays in order (lock order: `stream`, then
@@ -181,7 +179,7 @@ impl Link {
         let r = &mut *guard;
         if by_vm {
             r.vm_pumped = self.clock.now();
-        } else if self.clock.now().saturating_sub(r.vm_pumped) < self.heartbeat * 2 {
+        } else if self.clock.now().saturating_sub(r.vm_pumped) < self.timing.heartbeat * 2 {
             return;
         }
         if r.done {
@@ -204,7 +202,7 @@ impl Link {
             let failed = match self.read_available(r) {
                 Err(why) => Some(why),
                 Ok(()) if self.timing.silent(r.heard, self.clock.now()) => {
-                    Some(BackupLost::Silent(self.timeout))
+                    Some(BackupLost::Silent(self.timing.timeout))
                 }
                 Ok(()) => None,
             };
@@ -223,7 +221,7 @@ impl Link {
                 }
             }
             let since_heard = self.clock.now().saturating_sub(r.heard);
-            let left = (deadline - now).min(self.timeout.saturating_sub(since_heard));
+            let left = (deadline - now).min(self.timing.timeout.saturating_sub(since_heard));
             // poll counts whole milliseconds: a shorter wait would round to none and spin.
             let mut fds = [PollFd::new(r.stream.as_fd(), PollFlags::POLLIN)];
             let t = PollTimeout::try_from(left.max(Duration::from_micros(1000)))
@@ -329,7 +327,7 @@ impl Write for LinkWriter {
             link.to_send.notify_all();
             o = link
                 .progress
-                .wait_timeout(o, link.heartbeat)
+                .wait_timeout(o, link.timing.heartbeat)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
             // Nobody else reads acks while the VM's thread waits here: a backup that stopped
@@ -615,8 +613,6 @@ impl FtPrimary {
                 done: false,
             }),
             timing: cfg.timing,
-            timeout: cfg.timing.timeout,
-            heartbeat: cfg.timing.heartbeat,
             clock: cfg.clock.clone(),
         });
         let l1 = link.clone();

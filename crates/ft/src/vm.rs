@@ -327,21 +327,32 @@ impl FtVm {
     /// a spare as after any failover; lost, the new host runs the VM from the very state this
     /// one stood still at, and this one halts.
     fn take_own_generation(&mut self) {
+        let old = self.pairing.take_pair();
+        if let Some(next) = self.take_generation(old) {
+            self.cfg.generation = next;
+            self.show_alone();
+        }
+    }
+
+    /// Claims the generation this VM runs as, so no other holder of the machine can run it:
+    /// won, `old` (the backup of that generation) is retired and the next generation is
+    /// returned; lost, the VM is fenced and shows nothing again.
+    fn take_generation(&mut self, old: Option<FtPrimary>) -> Option<u64> {
         let g = self.cfg.generation;
         match claim_step(&*self.tb, g, &self.cfg.who) {
             Claim::Won {
                 next_generation, ..
             } => {
-                if let Some(old) = self.pairing.take_pair() {
+                if let Some(old) = old {
                     old.retire();
                 }
-                self.cfg.generation = next_generation;
-                self.show_alone();
+                Some(next_generation)
             }
             Claim::Lost { .. } => {
                 self.control
                     .enter_primary_phase(&PrimaryPhase::Fenced { generation: g });
                 self.pairing = Pairing::Fenced;
+                None
             }
         }
     }
@@ -361,18 +372,10 @@ impl FtVm {
         if let Some(old) = self.pairing.take_pair() {
             // Nothing is held here (see `tend`), so the old backup holds everything the VM has
             // shown; it must never go live again: this side takes its generation.
-            match claim_step(&*self.tb, g, &self.cfg.who) {
-                Claim::Won {
-                    next_generation, ..
-                } => g = next_generation,
-                Claim::Lost { .. } => {
-                    self.control
-                        .enter_primary_phase(&PrimaryPhase::Fenced { generation: g });
-                    self.pairing = Pairing::Fenced;
-                    return;
-                }
-            }
-            old.retire();
+            let Some(next) = self.take_generation(Some(old)) else {
+                return;
+            };
+            g = next;
             self.cfg.generation = g;
         }
         let icount = m.icount();
