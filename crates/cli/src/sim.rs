@@ -116,6 +116,10 @@ pub fn run(args: SimArgs) -> Result<i32> {
         "  clients: {} writes acknowledged, {} reads checked, {} retransmissions; {} events",
         stats.writes_acked, stats.reads_checked, stats.retransmits, stats.events
     );
+    println!(
+        "  shared disk: {} reads, {} writes, {} failed requests (issued again)",
+        stats.disk_reads, stats.disk_writes, stats.disk_errors
+    );
     let faults: Vec<String> = FaultKind::ALL
         .iter()
         .zip(stats.faults)

@@ -200,10 +200,11 @@ fn reader(
                 let delayed = control.ack_delay_ms.load(Ordering::Relaxed) != 0;
                 if delayed {
                     inbox.acker_cv.notify_all();
-                } else if let Some(received) = ack {
+                } else if let Some((received, heard)) = ack {
                     let ack = ToPrimary::Ack {
                         received,
                         replayed: replayed.load(Ordering::Relaxed),
+                        heard,
                     };
                     if send(&tx, ack).is_err() {
                         inbox.close("acking the log failed".into());
@@ -255,9 +256,9 @@ fn reader(
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-/// Holds `bytes` in the inbox once there is room: the ack the rule asks for, or `None` if the
-/// log closed meanwhile (nothing more is taken then).
-fn store(inbox: &Inbox, bytes: Vec<u8>) -> Option<Option<u64>> {
+/// Holds `bytes` in the inbox once there is room: the ack the rule asks for (bytes held,
+/// messages heard), or `None` if the log closed meanwhile (nothing more is taken then).
+fn store(inbox: &Inbox, bytes: Vec<u8>) -> Option<Option<(u64, u64)>> {
     let mut st = inbox.lock();
     let early = st.rule.arriving(bytes.len(), inbox.clock.now());
     while !st.buf.is_empty() && st.buf.len() + bytes.len() > inbox.limit && st.closed.is_none() {
@@ -269,7 +270,8 @@ fn store(inbox: &Inbox, bytes: Vec<u8>) -> Option<Option<u64>> {
     let ack = st.rule.stored(bytes.len(), inbox.clock.now());
     st.buf.extend(bytes);
     inbox.cv.notify_all();
-    Some(ack.or(early))
+    let heard = st.rule.messages();
+    Some(ack.or(early).map(|received| (received, heard)))
 }
 
 /// Heartbeat acks when nothing was acked for a heartbeat, acks held back by a test's delay,
@@ -280,7 +282,7 @@ fn acker(inbox: Arc<Inbox>, tx: Sender, replayed: Arc<AtomicU64>, control: Arc<C
     let mut power_off_sent = false;
     loop {
         let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
-        let (received, acked, heartbeat) = {
+        let (received, acked, heartbeat, heard) = {
             let st = inbox.lock();
             let now = inbox.clock.now();
             let mut wait = st.rule.heartbeat_wait(now);
@@ -296,7 +298,7 @@ fn acker(inbox: Arc<Inbox>, tx: Sender, replayed: Arc<AtomicU64>, control: Arc<C
                 return;
             }
             let heartbeat = st.rule.heartbeat_due(inbox.clock.now());
-            (st.rule.received(), st.acked, heartbeat)
+            (st.rule.received(), st.acked, heartbeat, st.rule.messages())
         };
         // Read after the wait: the delay may have changed meanwhile.
         let delay = Duration::from_millis(control.ack_delay_ms.load(Ordering::Relaxed));
@@ -320,6 +322,7 @@ fn acker(inbox: Arc<Inbox>, tx: Sender, replayed: Arc<AtomicU64>, control: Arc<C
             let ack = ToPrimary::Ack {
                 received: due,
                 replayed: replayed.load(Ordering::Relaxed),
+                heard,
             };
             if send(&tx, ack).is_err() {
                 return;

@@ -69,6 +69,14 @@ impl Timing {
     pub fn silent(&self, heard: Duration, now: Duration) -> bool {
         now.saturating_sub(heard) >= self.timeout
     }
+
+    /// How long an ack lets the primary's outputs go after the acked log was sent: well
+    /// inside the timeout after which the backup may go live, leaving the other half for the
+    /// output's own way out (a disk write's trip to the shared disk) and for clocks that run
+    /// at slightly different rates.
+    pub fn lease(&self) -> Duration {
+        self.timeout / 2
+    }
 }
 
 impl Default for Timing {

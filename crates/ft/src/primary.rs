@@ -53,6 +53,13 @@ struct Outbox {
     /// The channel carries the log now (after a live clone: once its last piece went out).
     /// Until then only the sender thread, which waits for the clone, may send.
     ready: bool,
+    /// Messages (log pieces, heartbeats) sent on the channel.
+    sent: u64,
+    /// (messages sent by then, when) since the VM's thread last told its rule: what makes an
+    /// ack fresh (see `rule`).
+    sends: Vec<(u64, Duration)>,
+    /// The most messages an ack said the backup heard.
+    heard: u64,
 }
 
 /// The logging channel's life: open, then lost (it failed or went silent), then closed once
@@ -142,6 +149,7 @@ impl Link {
             }
             let n = o.buf.len().min(CHUNK);
             let chunk = o.buf.drain(..n).collect();
+            self.count_sent(&mut o);
             if o.buf.is_empty() {
                 o.flush = false;
             }
@@ -156,6 +164,20 @@ impl Link {
             });
         }
         true
+    }
+
+    /// One more message goes out (the caller holds the stream's lock, so the count keeps
+    /// the channel's order), timed before it is written: an earlier time only shortens the
+    /// lease.
+    fn count_sent(&self, o: &mut Outbox) {
+        o.sent += 1;
+        let (sent, now, full) = (o.sent, self.clock.now(), o.sends.len() >= 4096);
+        match o.sends.last_mut() {
+            // A VM thread that does not come for them (it cannot be long: it gates between
+            // slices) leaves one growing entry with its older time.
+            Some(last) if full => last.0 = sent,
+            _ => o.sends.push((sent, now)),
+        }
     }
 
     fn lose(&self, why: BackupLost) {
@@ -265,9 +287,14 @@ impl Link {
 
     fn take(&self, msg: ToPrimary) -> Result<(), BackupLost> {
         match msg {
-            ToPrimary::Ack { received, replayed } => {
+            ToPrimary::Ack {
+                received,
+                replayed,
+                heard,
+            } => {
                 let mut o = self.lock();
                 o.acked = o.acked.max(received);
+                o.heard = o.heard.max(heard);
                 o.backup_icount = o.backup_icount.max(replayed);
                 self.progress.notify_all();
             }
@@ -391,6 +418,7 @@ fn sender(link: Arc<Link>, heartbeat: Duration) {
         };
         if heartbeat_due {
             let mut stream = link.stream.lock().unwrap_or_else(|e| e.into_inner());
+            link.count_sent(&mut link.lock());
             if let Err(e) = ToBackup::Heartbeat.write(&mut *stream) {
                 drop(stream);
                 link.lose(BackupLost::Send {
@@ -599,6 +627,9 @@ impl FtPrimary {
                 power_off: false,
                 stalled: Duration::ZERO,
                 ready: !cloned,
+                sent: 0,
+                sends: Vec::new(),
+                heard: 0,
             }),
             to_send: Condvar::new(),
             progress: Condvar::new(),
@@ -804,7 +835,7 @@ impl FtPrimary {
     fn settle(&mut self, why: &BackupLost) -> Gate {
         let Some(g) = self.rule.lose() else {
             // Decided already: only the first loss claims.
-            return gate_of(self.rule.release(None));
+            return gate_of(self.rule.release(None, self.cfg.clock.now()));
         };
         debug_assert_eq!(g, self.cfg.generation);
         crate::event::emit(crate::event::Event::BackupLost {
@@ -819,7 +850,7 @@ impl FtPrimary {
             self.link.to_send.notify_all();
             self.link.progress.notify_all();
         }
-        gate_of(self.rule.release(None))
+        gate_of(self.rule.release(None, self.cfg.clock.now()))
     }
 }
 
@@ -865,36 +896,42 @@ impl Observer for FtPrimary {
     fn gate(&mut self, icount: u64, held: usize, wait: Duration) -> Gate {
         if !self.rule.logging() {
             self.publish(icount, held, 0);
-            return gate_of(self.rule.release(None));
+            return gate_of(self.rule.release(None, self.cfg.clock.now()));
         }
         // The acks that came meanwhile; with a wait, until they cover the newest ticket.
         self.link.pump(true, self.ticket, wait);
         let backup_icount = self.link.lock().backup_icount;
         self.pace(icount, backup_icount);
         self.publish(icount, held, backup_icount);
-        let o = self.link.lock();
+        let mut o = self.link.lock();
         if let Channel::Lost(why) = &o.channel {
             let why = why.clone();
             drop(o);
             return self.settle(&why);
         }
-        let acked = o.acked;
+        let (acked, heard) = (o.acked, o.heard);
+        let sends = std::mem::take(&mut o.sends);
         drop(o);
         let now = Instant::now();
-        self.rule.ack(acked, self.cfg.clock.now());
+        for (end, at) in sends {
+            self.rule.sent(end, at);
+        }
+        self.rule.ack(acked, heard, self.cfg.clock.now());
         while let Some(&(t, since)) = self.waiting.front()
             && t <= acked
         {
             self.delays.add(now - since);
             self.waiting.pop_front();
         }
-        gate_of(self.rule.release(None))
+        gate_of(self.rule.release(None, self.cfg.clock.now()))
     }
 }
 
 /// The runner's gate for what the Output Rule lets out.
 fn gate_of(release: Release) -> Gate {
     match release {
+        // Tickets are log positions past the header: none is 0.
+        Release::Hold => Gate::Release(0),
         Release::UpTo(acked) => Gate::Release(acked),
         Release::All => Gate::Release(u64::MAX),
         Release::Fenced => Gate::Fenced,

@@ -1,8 +1,8 @@
 //! The protocol's decisions as pure state machines: inputs and the time in, decisions out.
 //!
 //! [`PrimaryRule`] is the primary's side of §2.2 and §2.3: which outputs the Output Rule lets
-//! go (those the backup's acks cover), when a silent backup counts as lost, and what the
-//! claim's answer makes of the primary. [`BackupRule`] is the backup's: when to ack (what it
+//! go (those the backup's acks cover, while the acks are fresh: see below), when a silent
+//! backup counts as lost, and what the claim's answer makes of the primary. [`BackupRule`] is the backup's: when to ack (what it
 //! holds, as soon as it holds it, and at least every heartbeat), when a silent primary counts
 //! as lost, and that it claims only once the log it holds is consumed. Neither reads a clock,
 //! a socket or a thread: time comes in as a [`Duration`] since the role began (real time in
@@ -12,9 +12,21 @@
 //! [`Bugs`] are deliberate protocol bugs, all off unless a test turns one on: the simulator
 //! must find each (docs/simulator.md). Nothing outside tests and `ftvm sim --bug` sets them.
 //!
+//! **Fresh acks.** Every ack says how many of the primary's messages (log pieces and
+//! heartbeats) the backup has heard. Hearing message `k` proves the backup was still a backup
+//! when `k` reached it, and a backup goes live only after [`Timing::timeout`] of silence from
+//! then. So outputs the acks cover may go until `sent(k) + Timing::lease()` (half the
+//! timeout), and no later: a primary that was frozen (SIGSTOP, a stalled host) wakes to find
+//! acks that arrived while it slept, and by then its backup may have gone live and written the
+//! shared disk anew; an old write let out now would undo that (the simulator found this in its
+//! first 200 seeds with a disk: docs/simulator.md). Such a primary waits for an ack of a
+//! message it sends now, or loses the backup and claims. A claiming primary lets nothing out:
+//! its backup may be live already.
+//!
 //! Invariants (asserted): acks never go backwards; a decided phase (alone, fenced) is final;
-//! an output is releasable only when covered by an ack, or once this side won its claim.
+//! an output is releasable only when covered by a fresh ack, or once this side won its claim.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::Timing;
@@ -38,11 +50,14 @@ pub struct Bugs {
     /// A primary whose move to another host did not complete goes on with its backup without
     /// taking the generation, though the new host may hold the machine and claim it.
     pub migration_abort_without_claim: bool,
+    /// Any ack lets outputs go, however long ago the log it covers was sent, and a claiming
+    /// primary still lets out what the acks cover (no lease).
+    pub acks_never_expire: bool,
 }
 
 impl Bugs {
     /// Every bug, by name, one at a time (`ftvm sim --bug NAME`).
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "release-early",
         "ack-before-stored",
         "live-before-drained",
@@ -50,6 +65,7 @@ impl Bugs {
         "fenced-releases",
         "stale-generation-after-clone",
         "migration-abort-without-claim",
+        "acks-never-expire",
     ];
 
     /// The bug called `name`, alone.
@@ -63,6 +79,7 @@ impl Bugs {
             "fenced-releases" => b.fenced_releases = true,
             "stale-generation-after-clone" => b.stale_generation_after_clone = true,
             "migration-abort-without-claim" => b.migration_abort_without_claim = true,
+            "acks-never-expire" => b.acks_never_expire = true,
             _ => return None,
         }
         Some(b)
@@ -86,6 +103,8 @@ pub enum PrimaryPhase {
 /// What the Output Rule lets out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
+    /// Nothing now (no fresh ack, or the claim is out).
+    Hold,
     /// Outputs whose ticket (log length at the output) is at most this.
     UpTo(u64),
     /// Everything: this side runs alone.
@@ -94,12 +113,22 @@ pub enum Release {
     Fenced,
 }
 
+/// Log pieces the rule remembers the send time of, at most: more are merged into the newest
+/// (which keeps the older time: a shorter lease, never a longer one).
+const MAX_SENDS: usize = 4096;
+
 /// The primary's decisions.
 #[derive(Debug, Clone)]
 pub struct PrimaryRule {
     phase: PrimaryPhase,
     acked: u64,
     heard: Duration,
+    /// Messages sent and not yet heard: (messages sent by then, when), oldest first.
+    sends: VecDeque<(u64, Duration)>,
+    /// The most messages an ack said the backup heard.
+    heard_messages: u64,
+    /// Outputs the acks cover may go until then.
+    lease_until: Duration,
     timing: Timing,
     bugs: Bugs,
 }
@@ -111,6 +140,10 @@ impl PrimaryRule {
             phase: PrimaryPhase::Paired { generation },
             acked: 0,
             heard: now,
+            sends: VecDeque::new(),
+            heard_messages: 0,
+            // The backup has just joined: it counts the primary's silence from no earlier.
+            lease_until: now + timing.lease(),
             timing,
             bugs,
         }
@@ -143,10 +176,35 @@ impl PrimaryRule {
         self.heard = self.heard.max(now);
     }
 
-    /// The backup holds the log's first `received` bytes.
-    pub fn ack(&mut self, received: u64, now: Duration) {
+    /// The channel's first `end` messages (log pieces and heartbeats) are on their way to
+    /// the backup, sent at `now`.
+    pub fn sent(&mut self, end: u64, now: Duration) {
+        let full = self.sends.len() >= MAX_SENDS;
+        match self.sends.back_mut() {
+            Some(last) if last.0 >= end => {}
+            // Pieces sent within a millisecond share an entry, so a busy log costs little.
+            Some(last) if full || now < last.1 + Duration::from_millis(1) => last.0 = end,
+            _ => self.sends.push_back((end, now)),
+        }
+    }
+
+    /// The backup holds the log's first `received` bytes and heard the channel's first
+    /// `messages` messages.
+    pub fn ack(&mut self, received: u64, messages: u64, now: Duration) {
         self.heard(now);
         self.acked = self.acked.max(received);
+        if messages <= self.heard_messages {
+            return;
+        }
+        self.heard_messages = messages;
+        while self.sends.front().is_some_and(|&(end, _)| end < messages) {
+            self.sends.pop_front();
+        }
+        // The newest message heard reached the backup no earlier than it was sent. An ack of
+        // more than was sent (a peer that lies) renews nothing.
+        if let Some(&(_, at)) = self.sends.front() {
+            self.lease_until = self.lease_until.max(at + self.timing.lease());
+        }
     }
 
     /// Checks the backup's silence: `Some(generation)` to claim when it just counted as lost.
@@ -194,14 +252,21 @@ impl PrimaryRule {
         };
     }
 
-    /// What may leave now. `next_held`: the ticket of the oldest output still held after the
-    /// acked ones, which only the `release_early` bug looks at.
-    pub fn release(&self, next_held: Option<u64>) -> Release {
+    /// What may leave at `now`. `next_held`: the ticket of the oldest output still held
+    /// after the acked ones, which only the `release_early` bug looks at.
+    pub fn release(&self, next_held: Option<u64>, now: Duration) -> Release {
         match self.phase {
-            PrimaryPhase::Paired { .. } | PrimaryPhase::Claiming { .. } => match next_held {
+            PrimaryPhase::Paired { .. } | PrimaryPhase::Claiming { .. }
+                if self.bugs.acks_never_expire =>
+            {
+                Release::UpTo(self.acked)
+            }
+            PrimaryPhase::Paired { .. } if now >= self.lease_until => Release::Hold,
+            PrimaryPhase::Paired { .. } => match next_held {
                 Some(t) if self.bugs.release_early => Release::UpTo(self.acked.max(t)),
                 _ => Release::UpTo(self.acked),
             },
+            PrimaryPhase::Claiming { .. } => Release::Hold,
             PrimaryPhase::Alone { .. } => Release::All,
             PrimaryPhase::Fenced { .. } if self.bugs.fenced_releases => Release::All,
             PrimaryPhase::Fenced { .. } => Release::Fenced,
@@ -214,6 +279,8 @@ impl PrimaryRule {
 #[derive(Debug, Clone)]
 pub struct BackupRule {
     received: u64,
+    /// Messages heard from the primary (log pieces and heartbeats): every ack says so.
+    messages: u64,
     acked: u64,
     heard: Duration,
     acked_at: Duration,
@@ -226,6 +293,7 @@ impl BackupRule {
     pub fn new(timing: Timing, now: Duration, bugs: Bugs) -> BackupRule {
         BackupRule {
             received: 0,
+            messages: 0,
             acked: 0,
             heard: now,
             acked_at: now,
@@ -240,10 +308,16 @@ impl BackupRule {
         self.received
     }
 
+    /// Messages heard from the primary: what an ack sent now tells it.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
     /// A piece of `len` log bytes begins to arrive: what to ack at once (only the
     /// `ack_before_stored` bug acks here).
     pub fn arriving(&mut self, len: usize, now: Duration) -> Option<u64> {
         self.heard = self.heard.max(now);
+        self.messages += 1;
         if !self.bugs.ack_before_stored || self.lost {
             return None;
         }
@@ -276,6 +350,7 @@ impl BackupRule {
     /// The primary said something without log (a heartbeat).
     pub fn heard(&mut self, now: Duration) {
         self.heard = self.heard.max(now);
+        self.messages += 1;
     }
 
     /// An ack due as a heartbeat (nothing acked for a heartbeat's time).
@@ -365,28 +440,57 @@ mod tests {
     #[test]
     fn outputs_go_only_as_far_as_the_acks_and_a_won_claim_releases_all() {
         let mut p = PrimaryRule::paired(4, timing(), Duration::ZERO, Bugs::default());
-        assert_eq!(p.release(Some(100)), Release::UpTo(0));
-        p.ack(120, 10 * MS);
-        p.ack(90, 11 * MS);
+        assert_eq!(p.release(Some(100), MS), Release::UpTo(0));
+        p.sent(1, 2 * MS);
+        p.ack(120, 1, 10 * MS);
+        p.ack(90, 1, 11 * MS);
         assert_eq!(
-            p.release(Some(200)),
+            p.release(Some(200), 11 * MS),
             Release::UpTo(120),
             "acks never go back"
         );
         assert_eq!(p.tick(300 * MS), None, "heard at 11 ms");
         assert_eq!(p.tick(311 * MS), Some(4));
         assert_eq!(
-            p.release(Some(200)),
-            Release::UpTo(120),
-            "held while claiming"
+            p.release(Some(200), 311 * MS),
+            Release::Hold,
+            "nothing more while claiming: the backup may be live"
         );
         p.claimed(&Claim::Won {
             generation: 4,
             next_generation: 5,
         });
         assert_eq!(p.phase(), &PrimaryPhase::Alone { generation: 5 });
-        assert_eq!(p.release(None), Release::All);
+        assert_eq!(p.release(None, 311 * MS), Release::All);
         assert_eq!(p.lose(), None, "a decided phase is final");
+    }
+
+    #[test]
+    fn acks_of_old_messages_release_nothing_after_the_lease() {
+        let mut p = PrimaryRule::paired(1, timing(), Duration::ZERO, Bugs::default());
+        p.sent(1, 5 * MS);
+        p.sent(2, 10 * MS);
+        // The primary was frozen: the ack of message 2, sent at 10 ms, is read at 400 ms.
+        p.ack(200, 2, 400 * MS);
+        assert_eq!(
+            p.release(Some(300), 400 * MS),
+            Release::Hold,
+            "the backup may have gone live since 310 ms"
+        );
+        // An ack of a heartbeat sent now is fresh again, and lets the old outputs go.
+        p.sent(3, 401 * MS);
+        p.ack(200, 3, 402 * MS);
+        assert_eq!(p.release(None, 402 * MS), Release::UpTo(200));
+        assert_eq!(p.release(None, 551 * MS), Release::Hold, "lease of 150 ms");
+    }
+
+    #[test]
+    fn an_ack_of_messages_never_sent_renews_nothing() {
+        let mut p = PrimaryRule::paired(1, timing(), Duration::ZERO, Bugs::default());
+        p.sent(1, MS);
+        p.ack(5000, 7, 2 * MS);
+        assert_eq!(p.release(None, 149 * MS), Release::UpTo(5000), "as joined");
+        assert_eq!(p.release(None, 151 * MS), Release::Hold);
     }
 
     #[test]
@@ -398,7 +502,7 @@ mod tests {
             generation: 2,
             winner: "backup".into(),
         });
-        assert_eq!(p.release(Some(1)), Release::Fenced);
+        assert_eq!(p.release(Some(1), MS), Release::Fenced);
     }
 
     #[test]
@@ -424,6 +528,6 @@ mod tests {
         assert_eq!(Bugs::named("none such"), None);
         let early = Bugs::named("release-early").unwrap();
         let p = PrimaryRule::paired(1, timing(), Duration::ZERO, early);
-        assert_eq!(p.release(Some(7)), Release::UpTo(7));
+        assert_eq!(p.release(Some(7), MS), Release::UpTo(7));
     }
 }

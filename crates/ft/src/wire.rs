@@ -80,9 +80,15 @@ pub enum ToBackup {
 /// Backup to primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToPrimary {
-    /// The backup holds the first `received` bytes of the log and has replayed up to
-    /// instruction `replayed`. Sent as bytes arrive and as a heartbeat.
-    Ack { received: u64, replayed: u64 },
+    /// The backup holds the first `received` bytes of the log, has replayed up to
+    /// instruction `replayed`, and has heard the channel's first `heard` messages (log pieces
+    /// and heartbeats: what tells the primary the ack is fresh). Sent as bytes arrive and as
+    /// a heartbeat.
+    Ack {
+        received: u64,
+        replayed: u64,
+        heard: u64,
+    },
     /// An operator asked the backup to power the pair off.
     PowerOff,
     /// A clone's receiver has this many page records (sent for every message, so it doubles
@@ -224,9 +230,14 @@ impl ToBackup {
 impl ToPrimary {
     pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
         match self {
-            ToPrimary::Ack { received, replayed } => {
+            ToPrimary::Ack {
+                received,
+                replayed,
+                heard,
+            } => {
                 let mut p = received.to_le_bytes().to_vec();
                 p.extend_from_slice(&replayed.to_le_bytes());
+                p.extend_from_slice(&heard.to_le_bytes());
                 put(w, ACK, &p)
             }
             ToPrimary::PowerOff => put(w, POWER_OFF, &[]),
@@ -257,6 +268,7 @@ impl ToPrimary {
             ACK => Ok(ToPrimary::Ack {
                 received: u64_at(&p, 0)?,
                 replayed: u64_at(&p, 8)?,
+                heard: u64_at(&p, 16)?,
             }),
             POWER_OFF => Ok(ToPrimary::PowerOff),
             CLONE_ACK => Ok(ToPrimary::CloneAck {
@@ -315,6 +327,7 @@ mod tests {
         let ack = ToPrimary::Ack {
             received: 1 << 40,
             replayed: 12345,
+            heard: 77,
         };
         ack.write(&mut buf).unwrap();
         ToPrimary::PowerOff.write(&mut buf).unwrap();
@@ -337,6 +350,7 @@ mod tests {
             .map(|i| ToPrimary::Ack {
                 received: i * 100,
                 replayed: i,
+                heard: i,
             })
             .collect();
         for a in &acks {

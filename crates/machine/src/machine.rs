@@ -61,14 +61,7 @@ impl Machine {
     /// A machine ready to boot a Linux guest.
     pub fn new(cfg: &MachineConfig) -> Result<Machine, BootError> {
         let mut m = Machine::empty(cfg.ram_size);
-        if cfg.virtio.len() > ftvm_board::memmap::VIRTIO_SLOTS as usize {
-            return Err(BootError::Invalid(format!(
-                "{} virtio devices, but the board has {} slots",
-                cfg.virtio.len(),
-                ftvm_board::memmap::VIRTIO_SLOTS
-            )));
-        }
-        m.dev.virtio = cfg.virtio.iter().cloned().map(VirtioMmio::new).collect();
+        m.attach_virtio(cfg.virtio.clone())?;
         boot::load_linux(cfg, &mut m.ram, &mut m.hart)?;
         if matches!(cfg.firmware, Firmware::Builtin) {
             m.hart.sbi_intercept = true;
@@ -76,18 +69,40 @@ impl Machine {
         Ok(m)
     }
 
-    /// A bare-metal ELF (ISA tests) started in M-mode at its entry point with `a0` = hart id and
-    /// `a1` = device tree address, like QEMU's `-bios none -kernel test.elf`.
     /// A machine with zeroed RAM and the hart at reset, running nothing (tests and tools).
     pub fn blank(ram_size: u64) -> Result<Machine, BootError> {
         boot::check_ram_size(ram_size)?;
         Ok(Machine::empty(ram_size))
     }
 
+    /// A bare-metal ELF (ISA tests) started in M-mode at its entry point with `a0` = hart id and
+    /// `a1` = device tree address, like QEMU's `-bios none -kernel test.elf`.
     pub fn bare_metal(elf: &[u8], ram_size: u64) -> Result<Machine, BootError> {
+        Machine::bare_metal_with(elf, ram_size, Vec::new())
+    }
+
+    /// [`Machine::bare_metal`] with virtio devices in its slots (the simulator's guest).
+    pub fn bare_metal_with(
+        elf: &[u8],
+        ram_size: u64,
+        virtio: Vec<ftvm_virtio::Device>,
+    ) -> Result<Machine, BootError> {
         let mut m = Machine::empty(ram_size);
+        m.attach_virtio(virtio)?;
         boot::load_bare_metal(elf, &mut m.ram, &mut m.hart)?;
         Ok(m)
+    }
+
+    fn attach_virtio(&mut self, virtio: Vec<ftvm_virtio::Device>) -> Result<(), BootError> {
+        if virtio.len() > ftvm_board::memmap::VIRTIO_SLOTS as usize {
+            return Err(BootError::Invalid(format!(
+                "{} virtio devices, but the board has {} slots",
+                virtio.len(),
+                ftvm_board::memmap::VIRTIO_SLOTS
+            )));
+        }
+        self.dev.virtio = virtio.into_iter().map(VirtioMmio::new).collect();
+        Ok(())
     }
 
     pub fn icount(&self) -> u64 {

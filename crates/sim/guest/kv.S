@@ -1,8 +1,14 @@
-# The simulator's guest: a key-value store on the console, written for ftvm-sim.
+# The simulator's guest: a key-value store on the console and a virtio disk, written for
+# ftvm-sim.
 #
 # Bare metal, M-mode: it sleeps (WFI) until the 16550 raises its receive interrupt through the
 # PLIC, reads request lines and answers each with one reply line, so an idle guest costs the
-# simulator nothing and every non-deterministic input is a console input the FT protocol logs.
+# simulator nothing and every non-deterministic input (console bytes, disk completions) is one
+# the FT protocol logs. Key kk lives in sector kk of the virtio-blk disk in slot 0 (its first
+# two bytes): a SET writes the sector and is answered once the write completed, a GET reads
+# it, so the disk is the store's only copy and the shared disk's faults reach the clients. A
+# request that fails with an I/O error is issued again until it succeeds. One request at a time:
+# while the disk works, console bytes wait in the UART's FIFO.
 # Interrupts wake the hart but are never taken (mstatus.MIE stays 0). Lines are fixed-width hex:
 #   request  <op><c><ssss><kk><vvvv>\n   op: S (set key kk to vvvv), G (get kk), P (power off)
 #   reply    R<c><ssss><kk><vvvv>\n      the value set or read
@@ -18,6 +24,9 @@
 .equ PLIC_CLAIM_M, 0x0c200004
 .equ UART_IRQ, 10
 .equ LINE, 12
+.equ DISK, 0x10001000       # virtio-mmio slot 0
+.equ DISK_IRQ, 1
+.equ QUEUE, 4               # descriptors in the request queue
 
 .section .text.init
 .globl _start
@@ -31,9 +40,11 @@ _start:
     li t0, PLIC
     li t1, 1
     sw t1, 4 * UART_IRQ(t0) # the UART's priority
+    sw t1, 4 * DISK_IRQ(t0) # the disk's
     li t0, PLIC_ENABLE_M
     li t1, 1 << UART_IRQ
     sw t1, 0(t0)            # enabled for hart 0's M mode (threshold 0)
+    call disk_init
     li t0, 1 << 11
     csrs mie, t0            # MEIE: an external interrupt wakes WFI
 next_byte:
@@ -98,18 +109,25 @@ end_of_line:
     ld s7, 8(t3)
     j reply
 run_request:
-    la t4, table
-    slli t5, s6, 1
-    add t4, t4, t5
+    la s8, sector
     li t1, 'S'
     beq s3, t1, do_set
     li t1, 'G'
     bne s3, t1, drop_line
-    lhu s7, 0(t4)
+    li a0, 0                # VIRTIO_BLK_T_IN
+    mv a1, s6
+    call disk_request
+    lhu s7, 0(s8)
     j remember
 do_set:
-    sh s7, 0(t4)
+    sh s7, 0(s8)
+    li a0, 1                # VIRTIO_BLK_T_OUT
+    mv a1, s6
+    call disk_request
 remember:
+    la t3, last             # disk_request keeps no temporaries: last[c] again
+    slli t4, s4, 4
+    add t3, t3, t4
     addi t6, s5, 1
     sd t6, 0(t3)
     sd s7, 8(t3)
@@ -139,6 +157,107 @@ power_off:
     li t1, 0x5555
     sw t1, 0(t0)
 1:  j 1b
+
+# disk_init: the virtio 1.x driver start-up (virtio-mmio version 2, no legacy), one queue of
+# QUEUE descriptors, interrupts on used buffers.
+disk_init:
+    li t0, DISK
+    sw zero, 0x70(t0)       # Status: reset
+    li t1, 3
+    sw t1, 0x70(t0)         # ACKNOWLEDGE | DRIVER
+    li t1, 1
+    sw t1, 0x24(t0)         # DriverFeaturesSel: bits 32..63
+    sw t1, 0x20(t0)         # VIRTIO_F_VERSION_1 and nothing else
+    sw zero, 0x24(t0)
+    sw zero, 0x20(t0)
+    li t1, 11
+    sw t1, 0x70(t0)         # ... | FEATURES_OK
+    sw zero, 0x30(t0)       # QueueSel 0
+    li t1, QUEUE
+    sw t1, 0x38(t0)         # QueueNum
+    la t1, desc
+    sw t1, 0x80(t0)         # QueueDesc (RAM is below 4 GiB: the high halves stay 0)
+    la t1, avail
+    sw t1, 0x90(t0)         # QueueDriver
+    la t1, used
+    sw t1, 0xa0(t0)         # QueueDevice
+    li t1, 1
+    sw t1, 0x44(t0)         # QueueReady
+    li t1, 15
+    sw t1, 0x70(t0)         # ... | DRIVER_OK
+    # The one request's chain, the same every time: header, the sector's data, status.
+    la t0, desc
+    la t1, header
+    sd t1, 0(t0)
+    li t1, 16
+    sw t1, 8(t0)
+    li t1, 1                # NEXT
+    sh t1, 12(t0)
+    sh t1, 14(t0)           # next = 1
+    la t1, sector
+    sd t1, 16(t0)
+    li t1, 512
+    sw t1, 24(t0)
+    li t1, 2
+    sh t1, 30(t0)           # next = 2 (flags per request)
+    la t1, status
+    sd t1, 32(t0)
+    li t1, 1
+    sw t1, 40(t0)
+    li t1, 2                # WRITE (the device writes it)
+    sh t1, 44(t0)
+    ret
+
+# disk_request(a0 = type, a1 = sector): the sector read into `sector` (type 0) or written from
+# it (type 1), waiting for the completion; issued again while it fails. Changes t0-t6 only.
+disk_request:
+    la t0, header
+    sw a0, 0(t0)
+    sd a1, 8(t0)
+    la t0, desc
+    li t1, 1                # NEXT, and WRITE for a read: the device fills the buffer
+    bnez a0, 1f
+    li t1, 3
+1:  sh t1, 28(t0)
+    li t0, PLIC_ENABLE_M
+    li t1, 1 << DISK_IRQ
+    sw t1, 0(t0)            # while the disk works, only it wakes the guest
+2:  la t0, status
+    li t1, 0xff
+    sb t1, 0(t0)
+    la t0, avail
+    lhu t2, 2(t0)           # avail.idx
+    andi t3, t2, QUEUE - 1
+    slli t3, t3, 1
+    add t3, t3, t0
+    sh zero, 4(t3)          # ring[idx % QUEUE] = descriptor 0
+    fence w, w
+    addi t2, t2, 1
+    sh t2, 2(t0)
+    fence w, w
+    li t4, DISK
+    sw zero, 0x50(t4)       # QueueNotify 0
+    slli t2, t2, 48
+    srli t2, t2, 48         # the used index that means done
+3:  fence r, r
+    la t0, used
+    lhu t3, 2(t0)
+    beq t3, t2, 4f
+    wfi
+    j 3b
+4:  lw t1, 0x60(t4)
+    sw t1, 0x64(t4)         # InterruptACK: the line drops
+    li t0, PLIC_CLAIM_M
+    lw t1, 0(t0)
+    beqz t1, 5f
+    sw t1, 0(t0)
+5:  la t0, status
+    lbu t1, 0(t0)
+    bnez t1, 2b             # an I/O error: again
+    li t0, PLIC_ENABLE_M
+    li t1, 1 << UART_IRQ
+    sw t1, 0(t0)
+    ret
 
 # parse_hex(a0 = text, a1 = digits) -> a0 value, a2 = 0, or a2 = 1 if a digit is not hex
 # (0-9, a-f).
@@ -204,4 +323,13 @@ digits: .ascii "0123456789abcdef"
 .align 4
 line:  .space 16
 last:  .space 16 * 16
-table: .space 256 * 2
+.align 4
+desc:   .space 16 * QUEUE
+avail:  .space 6 + 2 * QUEUE
+.align 2
+used:   .space 6 + 8 * QUEUE
+.align 4
+header: .space 16
+status: .space 8
+.align 9
+sector: .space 512

@@ -166,6 +166,20 @@ impl World {
                     }
                 }
             }
+            FaultKind::DiskErrors => self.disk.fail(!heal),
+            FaultKind::DiskSlow => {
+                // The answers are slow, not the requests: a write reaches the disk when it
+                // leaves (a write that lingers on the way is one only the disk can fence:
+                // see `Timing::lease`).
+                let by = if heal {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(40)
+                };
+                for h in 0..self.hosts.len() {
+                    self.net.slow(Addr::Disk, Addr::Host(h), by);
+                }
+            }
             FaultKind::PowerOff => {
                 if !heal {
                     let to = Addr::Host(self.announced);

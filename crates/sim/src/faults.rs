@@ -38,10 +38,14 @@ pub enum FaultKind {
     /// The operator moves the primary to a spare (`ftvm ctl migrate`); half the time the
     /// network to the new host breaks for the fault's length, cutting the move short.
     MigratePrimary,
+    /// Every request to the shared disk fails (EIO): the guest issues it again.
+    DiskErrors,
+    /// The shared disk answers slowly.
+    DiskSlow,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::CrashPrimary,
         FaultKind::CrashBackup,
         FaultKind::CrashSpare,
@@ -58,6 +62,8 @@ impl FaultKind {
         FaultKind::MoveBackup,
         FaultKind::PowerOff,
         FaultKind::MigratePrimary,
+        FaultKind::DiskErrors,
+        FaultKind::DiskSlow,
     ];
 
     /// How often a schedule picks it, relative to the others.
@@ -77,6 +83,7 @@ impl FaultKind {
             FaultKind::MoveBackup => 3,
             FaultKind::PowerOff => 1,
             FaultKind::MigratePrimary => 3,
+            FaultKind::DiskErrors | FaultKind::DiskSlow => 2,
         }
     }
 
@@ -98,6 +105,8 @@ impl FaultKind {
             FaultKind::MoveBackup => "move-backup",
             FaultKind::PowerOff => "power-off",
             FaultKind::MigratePrimary => "migrate",
+            FaultKind::DiskErrors => "disk-errors",
+            FaultKind::DiskSlow => "disk-slow",
         }
     }
 

@@ -14,6 +14,7 @@ use ftvm_host::{Observer, RunEnd};
 use ftvm_log::{LogHeader, StartState, Stream, Writer};
 use ftvm_machine::{EffectKind, Exit, InputEvent, Machine};
 use ftvm_replay::{Recorder, Replayer};
+use ftvm_virtio::Request;
 
 /// Guest instructions a host runs per step (one simulated millisecond: a slow, cheap VM).
 pub const SLICE: u64 = 1_000;
@@ -49,14 +50,45 @@ impl Outbox {
     }
 }
 
-/// An output held by the Output Rule: console bytes at stream `offset`, logged by `ticket`.
+/// An output held by the Output Rule until the log is acked up to `ticket`.
 #[derive(Debug, Clone)]
 pub struct Held {
     pub ticket: u64,
-    pub offset: u64,
-    pub bytes: Vec<u8>,
+    pub output: Output,
+}
+
+/// What the VM does to the world.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Console bytes at stream `offset`: a reply to the clients.
+    Console { offset: u64, bytes: Vec<u8> },
+    /// A request to the shared disk from the device in `slot`.
+    Disk { slot: u8, request: Request },
     /// The guest powered off here.
-    pub power_off: bool,
+    PowerOff,
+}
+
+impl Output {
+    /// For a failure's report.
+    pub fn describe(&self) -> String {
+        match self {
+            Output::Console { offset, bytes } => {
+                format!("{} console bytes at {offset}", bytes.len())
+            }
+            Output::Disk {
+                request: Request::Block { op, .. },
+                ..
+            } => match op {
+                ftvm_virtio::BlockOp::Read { sector, .. } => format!("a read of sector {sector}"),
+                ftvm_virtio::BlockOp::Write { sector, .. } => {
+                    format!("a write of sector {sector}")
+                }
+                ftvm_virtio::BlockOp::Flush => "a disk flush".into(),
+            },
+            Output::Disk { .. } => "a device request".into(),
+            Output::PowerOff => "the guest's power-off".into(),
+        }
+    }
 }
 
 /// A test-and-set sent and not yet answered.
@@ -79,6 +111,8 @@ pub struct Primary {
     pub console: u64,
     next_checkpoint: u64,
     pub last_sent: Duration,
+    /// Messages (log pieces, heartbeats) sent on the channel.
+    pub messages_sent: u64,
     pub asked: Option<Asked>,
     /// The guest powered off: the run ends once its last outputs are out.
     pub halted: bool,
@@ -91,6 +125,12 @@ pub struct Primary {
     /// A migrated primary waits until then for its backup to reconnect (it does not run
     /// meanwhile), then claims the generation.
     pub awaiting_backup: Option<Duration>,
+    /// This run of the VM on its host: the shared disk's answers name it, so an answer to a
+    /// run that has ended (the host crashed, or moved the VM on) is not taken by the next.
+    pub run: u64,
+    /// The machine came by a migration with disk requests in flight: issue them again once
+    /// this side holds the VM.
+    pub reissue_pending: bool,
 }
 
 /// A primary's move to another host.
@@ -133,12 +173,15 @@ impl Primary {
             console,
             next_checkpoint: (icount / CHECKPOINT + 1) * CHECKPOINT,
             last_sent: now,
+            messages_sent: 0,
             asked: None,
             halted: false,
             clone_at: now,
             moving: None,
             migrating: None,
             awaiting_backup: None,
+            run: 0,
+            reissue_pending: false,
             machine,
         }
     }
@@ -149,13 +192,29 @@ impl Primary {
         self.rule = rule;
         self.channel = Some(channel);
         self.last_sent = now;
+        self.messages_sent = 0;
     }
 
-    /// Applies a client's request line at the current instruction, logged first.
-    pub fn input(&mut self, line: Vec<u8>) {
-        let event = InputEvent::ConsoleInput(line);
+    /// Applies an input (a client's request line, a disk completion) at the current
+    /// instruction, logged first.
+    pub fn input(&mut self, event: InputEvent) {
         self.rec.input(self.machine.icount(), &event);
         self.machine.apply(&event);
+    }
+
+    /// Whether the machine waits for disk requests already let out.
+    pub fn disk_busy(&self) -> bool {
+        !self.machine.outstanding_io().is_empty()
+    }
+
+    /// Issues the machine's unfinished disk requests again (a VM that went live or moved
+    /// here: the completions of the previous run never reach this one). They are outputs of
+    /// a VM that holds its generation, and go out with the next release.
+    pub fn reissue_io(&mut self) {
+        for (slot, request) in self.machine.outstanding_io() {
+            let output = Output::Disk { slot, request };
+            self.held.push_back(Held { ticket: 0, output });
+        }
     }
 
     /// Runs one slice; new outputs are held with their ticket.
@@ -165,23 +224,23 @@ impl Primary {
         }
         let target = (self.machine.icount() + SLICE).min(self.next_checkpoint);
         let exit = self.machine.run(target);
-        // The slice's outputs, as (stream offset, bytes, power-off): their ticket is the log's
-        // length once the records that produced them are flushed, known only after the slice.
+        // The slice's outputs: their ticket is the log's length once the records that produced
+        // them are flushed, known only after the slice.
         let mut fresh = Vec::new();
         for effect in self.machine.take_effects() {
             self.rec.effect(&effect);
             match effect.kind {
                 EffectKind::Console(bytes) => {
-                    let at = self.console;
+                    let offset = self.console;
                     self.console += bytes.len() as u64;
-                    fresh.push((at, bytes, false));
+                    fresh.push(Output::Console { offset, bytes });
                 }
                 EffectKind::PowerOff(_) | EffectKind::Reset => {
                     self.rec.end(self.machine.icount(), RunEnd::PowerOff(0));
-                    fresh.push((self.console, Vec::new(), true));
+                    fresh.push(Output::PowerOff);
                     self.halted = true;
                 }
-                EffectKind::Io { .. } => {}
+                EffectKind::Io { slot, request } => fresh.push(Output::Disk { slot, request }),
             }
         }
         if !self.halted
@@ -194,12 +253,7 @@ impl Primary {
         }
         let ticket = self.rec.barrier();
         self.held
-            .extend(fresh.into_iter().map(|(offset, bytes, power_off)| Held {
-                ticket,
-                offset,
-                bytes,
-                power_off,
-            }));
+            .extend(fresh.into_iter().map(|output| Held { ticket, output }));
     }
 
     /// Ends the log here (the VM moved away): the backup's replay completes at this

@@ -22,6 +22,7 @@
 
 mod chaos;
 mod clients;
+mod disk;
 pub mod faults;
 mod guest;
 mod hosts;
@@ -85,6 +86,10 @@ pub struct Stats {
     pub writes_acked: u64,
     pub reads_checked: u64,
     pub retransmits: u64,
+    /// The shared disk's work: reads, writes, and requests that failed (the guest retries).
+    pub disk_reads: u64,
+    pub disk_writes: u64,
+    pub disk_errors: u64,
     /// Faults injected, by [`FaultKind`] (its index in [`FaultKind::ALL`]).
     pub faults: [u64; FaultKind::ALL.len()],
     /// Crashes not made because they would have destroyed the VM's last copy.
@@ -106,6 +111,9 @@ impl Stats {
         self.writes_acked += o.writes_acked;
         self.reads_checked += o.reads_checked;
         self.retransmits += o.retransmits;
+        self.disk_reads += o.disk_reads;
+        self.disk_writes += o.disk_writes;
+        self.disk_errors += o.disk_errors;
         for (a, b) in self.faults.iter_mut().zip(o.faults) {
             *a += b;
         }
@@ -172,6 +180,9 @@ pub fn run_seed(seed: u64, opts: &Options) -> Result<Stats, Box<Failure>> {
     stats.writes_acked = seen.writes_acked;
     stats.reads_checked = seen.reads_checked;
     stats.retransmits = seen.retransmits;
+    let disk = world.disk.stats();
+    (stats.disk_reads, stats.disk_writes, stats.disk_errors) =
+        (disk.disk_reads, disk.disk_writes, disk.disk_errors);
     stats.powered_off = world.powered_off;
     match world.broken.take() {
         None => Ok(stats),

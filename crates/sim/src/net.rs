@@ -6,15 +6,19 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ftvm_ft::tiebreak::Outcome;
+use ftvm_machine::InputEvent;
+use ftvm_virtio::Request;
 
 use crate::rng::Rng;
 
-/// A place messages go: a host, the clients' side of the network, or the tie-breaker.
+/// A place messages go: a host, the clients' side of the network, the tie-breaker, or the
+/// shared disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Addr {
     Host(usize),
     Clients,
     TieBreaker,
+    Disk,
 }
 
 /// What travels.
@@ -24,8 +28,13 @@ pub enum Msg {
     Log { channel: usize, bytes: Vec<u8> },
     /// The primary is alive (nothing to log).
     Heartbeat { channel: usize },
-    /// The backup holds the first `received` bytes of the log.
-    Ack { channel: usize, received: u64 },
+    /// The backup holds the first `received` bytes of the log and heard the channel's first
+    /// `heard` messages (log pieces and heartbeats).
+    Ack {
+        channel: usize,
+        received: u64,
+        heard: u64,
+    },
     /// A live clone's machine, opening `channel` to a spare: the log follows on it.
     Clone {
         channel: usize,
@@ -60,6 +69,14 @@ pub enum Msg {
     Claim { generation: u64 },
     /// Its answer.
     Answer { generation: u64, outcome: Outcome },
+    /// A disk request a VM let out, from its host's `run`.
+    DiskRequest {
+        run: u64,
+        slot: u8,
+        request: Request,
+    },
+    /// The disk's completion of a request from `run`.
+    DiskDone { run: u64, done: InputEvent },
 }
 
 /// A logging channel: a TCP connection from a primary to its backup.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use ftvm_ft::rule::AfterFailedMove;
 use ftvm_ft::{BackupPhase, Claim, PrimaryPhase, PrimaryRule, Release, Stop, rule};
-use ftvm_machine::Machine;
+use ftvm_machine::{InputEvent, Machine};
 
-use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Migration, Primary};
+use crate::hosts::{Asked, Backup, BackupStep, Held, Host, Migration, Output, Primary};
 use crate::net::{Addr, Event, Msg, Net};
 use crate::rng::Rng;
 use crate::world::{
@@ -32,10 +32,15 @@ impl World {
             unreachable!()
         };
         match msg {
-            Msg::Request(line) if !p.halted => self.inbox[h].push_back(line),
-            Msg::Ack { channel, received } if p.channel == Some(channel) => {
-                p.rule.ack(received, now)
+            Msg::Request(line) if !p.halted => {
+                self.inbox[h].push_back(InputEvent::ConsoleInput(line))
             }
+            Msg::DiskDone { run, done } if run == p.run => self.inbox[h].push_back(done),
+            Msg::Ack {
+                channel,
+                received,
+                heard,
+            } if p.channel == Some(channel) => p.rule.ack(received, heard, now),
             Msg::TookOver { host }
                 if p.migrating
                     .is_some_and(|m| m.to == host && m.sent.is_some()) =>
@@ -189,8 +194,8 @@ impl World {
         };
         // A migrating guest stands still from the moment its machine left.
         if p.migrating.is_none_or(|m| m.sent.is_none()) {
-            while let Some(line) = self.inbox[h].pop_front() {
-                p.input(line);
+            while let Some(event) = self.inbox[h].pop_front() {
+                p.input(event);
             }
             p.run_slice();
         }
@@ -202,6 +207,8 @@ impl World {
             let backup = self.net.channels[channel].backup;
             if !log.is_empty() {
                 p.last_sent = now;
+                p.messages_sent += 1;
+                p.rule.sent(p.messages_sent, now);
                 self.net.send(
                     &mut self.rng,
                     Addr::Host(h),
@@ -213,6 +220,8 @@ impl World {
                 );
             } else if hb {
                 p.last_sent = now;
+                p.messages_sent += 1;
+                p.rule.sent(p.messages_sent, now);
                 self.net.send(
                     &mut self.rng,
                     Addr::Host(h),
@@ -232,12 +241,12 @@ impl World {
         };
         let acked = p.rule.acked();
         let next = p.held.iter().find(|o| o.ticket > acked).map(|o| o.ticket);
-        let limit = match p.rule.release(next) {
+        let limit = match p.rule.release(next, self.net.now) {
             Release::UpTo(a) => a,
             Release::All => u64::MAX,
-            Release::Fenced => return,
+            Release::Hold | Release::Fenced => return,
         };
-        let (phase, channel) = (p.rule.phase().clone(), p.channel);
+        let (phase, channel, run) = (p.rule.phase().clone(), p.channel, p.run);
         let mut out = Vec::new();
         while p.held.front().is_some_and(|o| o.ticket <= limit) {
             out.push(p.held.pop_front().expect("checked"));
@@ -259,29 +268,33 @@ impl World {
                 if !won {
                     let held = channel.map(|c| self.net.channels[c].stored).unwrap_or(0);
                     self.fail(format!(
-                        "Output Rule: host {h} ({phase:?}) let out console bytes logged by byte {}, \
+                        "Output Rule: host {h} ({phase:?}) let out {} logged by byte {}, \
                          but its backup holds only {held} bytes and the host holds no won claim",
+                        o.output.describe(),
                         o.ticket
                     ));
                     return;
                 }
             }
             self.stats.outputs += 1;
-            if o.power_off {
-                self.powered_off = true;
-                self.hosts[h] = Host::Down("the guest powered off".into());
-                return;
+            match o.output {
+                Output::PowerOff => {
+                    self.powered_off = true;
+                    self.hosts[h] = Host::Down("the guest powered off".into());
+                    return;
+                }
+                Output::Console { offset, bytes } => {
+                    self.shown = self.shown.max(offset + bytes.len() as u64);
+                    let reply = Msg::Reply { offset, bytes };
+                    self.net
+                        .send(&mut self.rng, Addr::Host(h), Addr::Clients, reply);
+                }
+                Output::Disk { slot, request } => {
+                    let request = Msg::DiskRequest { run, slot, request };
+                    self.net
+                        .send(&mut self.rng, Addr::Host(h), Addr::Disk, request);
+                }
             }
-            self.shown = self.shown.max(o.offset + o.bytes.len() as u64);
-            self.net.send(
-                &mut self.rng,
-                Addr::Host(h),
-                Addr::Clients,
-                Msg::Reply {
-                    offset: o.offset,
-                    bytes: o.bytes,
-                },
-            );
         }
     }
 
@@ -291,6 +304,9 @@ impl World {
         };
         match *p.rule.phase() {
             PrimaryPhase::Alone { generation } => {
+                if std::mem::take(&mut p.reissue_pending) {
+                    p.reissue_io();
+                }
                 let old = p.channel.take();
                 p.clone_at = self.net.now + CLONE_DELAY;
                 let moving = p.moving.take();
@@ -316,7 +332,7 @@ impl World {
                 }
             }
             PrimaryPhase::Fenced { .. } => {
-                if matches!(p.rule.release(None), Release::Fenced) {
+                if matches!(p.rule.release(None, self.net.now), Release::Fenced) {
                     p.held.clear();
                     self.hosts[h] = Host::Down("fenced: lost the claim".into());
                 } else {
@@ -501,14 +517,20 @@ impl World {
                     now,
                 );
                 p.clone_at = now + CLONE_DELAY;
+                p.run = self.new_run();
                 if !unshown.is_empty() {
                     p.held.push_back(Held {
                         ticket: 0,
-                        offset,
-                        bytes: unshown,
-                        power_off: false,
+                        output: Output::Console {
+                            offset,
+                            bytes: unshown,
+                        },
                     });
                 }
+                // The dead primary's unfinished disk requests (their completions never reached
+                // the log, so the guest still waits): issued again, as `ftvm backup` does when
+                // it goes live (`ftvm_ft::follow::reissue_pending_io`).
+                p.reissue_io();
                 self.hosts[h] = Host::Primary(Box::new(p));
                 self.inbox[h].clear();
                 self.announced = h;
@@ -627,6 +649,10 @@ impl World {
         let rule = PrimaryRule::paired(generation, self.timing, now, self.bugs);
         let mut p = Primary::new(machine, rule, console, now);
         p.awaiting_backup = Some(now + RECONNECT_PATIENCE);
+        p.run = self.new_run();
+        // Completions of requests in flight go to the old host's run: this side issues them
+        // again once it holds the VM (the backup reconnected, or it won the claim).
+        p.reissue_pending = p.disk_busy();
         self.hosts[h] = Host::Primary(Box::new(p));
         self.inbox[h].clear();
         let took = Msg::TookOver { host: h };
@@ -650,6 +676,9 @@ impl World {
             channel,
             now,
         );
+        if std::mem::take(&mut p.reissue_pending) {
+            p.reissue_io();
+        }
         self.announced = h;
         let hello = Msg::Rejoined {
             channel,

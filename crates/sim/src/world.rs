@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use ftvm_ft::tiebreak::Outcome;
 use ftvm_ft::{Bugs, PrimaryRule, Timing};
-use ftvm_machine::Machine;
+use ftvm_machine::InputEvent;
 
 use crate::clients::Clients;
+use crate::disk::SharedDisk;
 use crate::faults::Fault;
 use crate::hosts::{Backup, Host, Primary};
 use crate::net::{Addr, Event, Msg, Net};
@@ -38,8 +39,12 @@ pub struct World {
     pub net: Net,
     pub(crate) rng: Rng,
     pub(crate) hosts: Vec<Host>,
-    /// Requests that reached a host, waiting for its next step.
-    pub(crate) inbox: Vec<VecDeque<Vec<u8>>>,
+    /// Inputs that reached a host (request lines, disk completions), waiting for its next
+    /// step.
+    pub(crate) inbox: Vec<VecDeque<InputEvent>>,
+    pub(crate) disk: SharedDisk,
+    /// The last VM run handed out (see [`Primary::run`]).
+    pub(crate) runs: u64,
     pub clients: Clients,
     /// The host the network delivers the VM's traffic to (the last one to announce itself).
     pub(crate) announced: usize,
@@ -65,8 +70,7 @@ pub struct World {
 
 impl World {
     pub fn new(opts: &Options, faults: Vec<Fault>, rng: Rng) -> World {
-        let boot =
-            Machine::bare_metal(crate::guest::KV_ELF, crate::guest::RAM).expect("the guest loads");
+        let boot = crate::guest::machine();
         let hosts = opts.hosts.max(2);
         let timing = Timing::default();
         let mut net = Net::new();
@@ -78,8 +82,8 @@ impl World {
             Duration::ZERO,
         );
         primary.channel = Some(channel);
-        let twin =
-            Machine::bare_metal(crate::guest::KV_ELF, crate::guest::RAM).expect("the guest loads");
+        primary.run = 1;
+        let twin = crate::guest::machine();
         // Two loads of one ELF are the same machine (the first checkpoint in the log checks
         // it; hashing both here cost a tenth of a seed).
         let backup = Backup::new(twin, 1, channel, 0, timing, Duration::ZERO, opts.bugs);
@@ -93,6 +97,8 @@ impl World {
             rng,
             inbox: vec![VecDeque::new(); all.len()],
             hosts: all,
+            disk: SharedDisk::new(),
+            runs: 1,
             clients: Clients::new(opts.clients),
             announced: 0,
             records: BTreeMap::new(),
@@ -248,8 +254,23 @@ impl World {
                     self.test_and_set(h, generation);
                 }
             }
+            Addr::Disk => {
+                if let (Msg::DiskRequest { run, slot, request }, Addr::Host(h)) = (msg, from)
+                    && let Some(done) = self.disk.serve(slot, &request)
+                {
+                    let done = Msg::DiskDone { run, done };
+                    self.net
+                        .send(&mut self.rng, Addr::Disk, Addr::Host(h), done);
+                }
+            }
             Addr::Host(h) => self.host_receives(h, msg),
         }
+    }
+
+    /// A number for a new run of the VM on some host.
+    pub(crate) fn new_run(&mut self) -> u64 {
+        self.runs += 1;
+        self.runs
     }
 
     fn test_and_set(&mut self, host: usize, generation: u64) {
@@ -289,14 +310,20 @@ impl World {
         }
     }
 
+    /// The backup on `host` acks `received` log bytes, and says how many messages it heard.
     pub(crate) fn send_ack(&mut self, host: usize, channel: usize, received: u64) {
         let primary = self.net.channels[channel].primary;
-        self.net.send(
-            &mut self.rng,
-            Addr::Host(host),
-            Addr::Host(primary),
-            Msg::Ack { channel, received },
-        );
+        let heard = match &self.hosts[host] {
+            Host::Backup(b) => b.rule.messages(),
+            _ => 0,
+        };
+        let ack = Msg::Ack {
+            channel,
+            received,
+            heard,
+        };
+        self.net
+            .send(&mut self.rng, Addr::Host(host), Addr::Host(primary), ack);
     }
 
     fn step(&mut self, h: usize) {
