@@ -284,8 +284,10 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     let _socket = args.ft.serve_control(&control)?;
     let joined = match (&args.connect, &args.listen) {
         (Some(addr), _) => {
-            let channel = ftvm_ft::connect_to_primary(addr, Duration::from_secs(args.patience))?;
-            let hello = ftvm_ft::read_hello(&channel, timing).context("the primary's hello")?;
+            let mut channel =
+                ftvm_ft::connect_to_primary(addr, Duration::from_secs(args.patience))?;
+            let hello =
+                ftvm_ft::read_hello(&mut *channel, timing).context("the primary's hello")?;
             emit(Event::ConnectedToPrimary { addr: addr.clone() });
             Joined {
                 channel,
@@ -457,12 +459,9 @@ fn wait_for_clone(
     control.update(|s| s.role = Role::Spare);
     emit(Event::WaitingForClone { at: at.to_string() });
     loop {
-        let channel = ftvm_ft::accept_backup(&listener)?;
-        let from = channel
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let hello = match ftvm_ft::read_hello(&channel, timing) {
+        let mut channel = ftvm_ft::accept_backup(&listener)?;
+        let from = channel.peer();
+        let hello = match ftvm_ft::read_hello(&mut *channel, timing) {
             Ok(h) => h,
             Err(e) => {
                 emit(Event::CloneReceiveFailed {
@@ -488,7 +487,7 @@ fn wait_for_clone(
         control.update(|s| s.role = Role::SpareReceiving);
         let started = Instant::now();
         let mut shown = Instant::now();
-        let result = ftvm_ft::clone::receive_clone(&channel, hello.clone_ram, |pages| {
+        let result = ftvm_ft::clone::receive_clone(&mut *channel, hello.clone_ram, |pages| {
             control.update(|s| {
                 s.clone = CloneStatus::receiving(&from, CloneState::Receiving { pages })
             });

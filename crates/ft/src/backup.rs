@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,6 +19,7 @@ use crate::Timing;
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::rule::{BackupRule, Bugs};
+use crate::transport::{Connection, Transport};
 use crate::wire::{Hello, ToBackup, ToPrimary, WireError};
 
 /// Log held in memory beyond what the replayer has taken: past this the reader stops reading,
@@ -81,10 +81,9 @@ pub struct BackupLink {
 }
 
 /// Reads the primary's hello (failure detection's timeout applies from here on).
-pub fn read_hello(stream: &TcpStream, timing: Timing) -> Result<Hello, WireError> {
+pub fn read_hello(stream: &mut dyn Transport, timing: Timing) -> Result<Hello, WireError> {
     stream.set_read_timeout(Some(timing.timeout))?;
-    let mut r = stream;
-    match ToBackup::read(&mut r)? {
+    match ToBackup::read(&mut &mut *stream)? {
         ToBackup::Hello(hello) => Ok(hello),
         other => Err(WireError::Bad(format!(
             "expected a hello, got message {:?}",
@@ -97,7 +96,7 @@ impl BackupLink {
     /// Starts the reader and acker threads on a channel whose hello (and clone, if any) was
     /// read.
     pub fn start(
-        stream: TcpStream,
+        stream: Connection,
         hello: &Hello,
         timing: Timing,
         control: Arc<Control>,
@@ -107,7 +106,7 @@ impl BackupLink {
     }
 
     fn start_with_limit(
-        stream: TcpStream,
+        stream: Connection,
         hello: &Hello,
         timing: Timing,
         control: Arc<Control>,
@@ -131,7 +130,7 @@ impl BackupLink {
             clock,
         });
         let replayed = Arc::new(AtomicU64::new(0));
-        let tx = Arc::new(Mutex::new(stream.try_clone()?));
+        let tx = Arc::new(Mutex::new(stream.duplicate()?));
         let (i1, i2) = (inbox.clone(), inbox.clone());
         let (r1, r2) = (replayed.clone(), replayed.clone());
         let (t1, c1) = (tx.clone(), control.clone());
@@ -175,7 +174,7 @@ impl BackupLink {
     }
 }
 
-type Sender = Arc<Mutex<TcpStream>>;
+type Sender = Arc<Mutex<Connection>>;
 
 fn send(tx: &Sender, msg: ToPrimary) -> io::Result<()> {
     msg.write(&mut *tx.lock().unwrap_or_else(|e| e.into_inner()))
@@ -185,7 +184,7 @@ fn send(tx: &Sender, msg: ToPrimary) -> io::Result<()> {
 /// another would add a scheduling delay to every output the primary holds).
 fn reader(
     inbox: Arc<Inbox>,
-    mut stream: TcpStream,
+    mut stream: Connection,
     timeout: Duration,
     tx: Sender,
     replayed: Arc<AtomicU64>,
@@ -368,30 +367,28 @@ impl Read for InboxReader {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::os::unix::net::UnixStream;
 
     /// A primary of generation 1 that says hello, then does `then` on its end of the channel;
-    /// and the backup's end.
+    /// and the backup's end. Over a Unix socket pair: the backup's link takes any transport.
     fn primary<T: Send + 'static>(
-        then: impl FnOnce(TcpStream) -> T + Send + 'static,
-    ) -> (std::thread::JoinHandle<T>, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let at = l.local_addr().unwrap();
+        then: impl FnOnce(UnixStream) -> T + Send + 'static,
+    ) -> (std::thread::JoinHandle<T>, Connection) {
+        let (mut s, backup) = UnixStream::pair().unwrap();
         let primary = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
             ToBackup::Hello(Hello::paired(1, "vm"))
                 .write(&mut s)
                 .unwrap();
             then(s)
         });
-        (primary, TcpStream::connect(at).unwrap())
+        (primary, Box::new(backup))
     }
 
     /// A primary that streams faster than the backup consumes fills the inbox to its limit and
     /// no further; the rest waits in TCP (and, in a real primary, its outbox).
     #[test]
     fn a_full_inbox_pushes_back_instead_of_growing() {
-        let (primary, s) = primary(|mut s| {
+        let (primary, mut s) = primary(|mut s| {
             for _ in 0..64 {
                 ToBackup::Log(vec![7; 1 << 20]).write(&mut s).unwrap();
             }
@@ -403,7 +400,7 @@ mod tests {
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_secs(5),
         };
-        let hello = read_hello(&s, timing).unwrap();
+        let hello = read_hello(&mut *s, timing).unwrap();
         let link = BackupLink::start_with_limit(
             s,
             &hello,
@@ -434,7 +431,7 @@ mod tests {
     /// idle, and a primary silent past the timeout counts as lost with its log closed.
     #[test]
     fn acks_follow_what_is_held_and_silence_closes_the_log() {
-        let (primary, s) = primary(|mut s| {
+        let (primary, mut s) = primary(|mut s| {
             let mut acks = vec![];
             for len in [100, 50] {
                 ToBackup::Log(vec![1; len]).write(&mut s).unwrap();
@@ -450,7 +447,7 @@ mod tests {
             heartbeat: Duration::from_millis(20),
             timeout: Duration::from_millis(300),
         };
-        let hello = read_hello(&s, timing).unwrap();
+        let hello = read_hello(&mut *s, timing).unwrap();
         let control = Control::new(crate::Role::Backup, 0);
         let link =
             BackupLink::start(s, &hello, timing, control, crate::SystemClock::shared()).unwrap();

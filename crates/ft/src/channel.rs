@@ -1,10 +1,13 @@
-//! The logging channel's connection: the primary listens and a backup connects, or (a live
-//! clone into a new backup) the backup listens and the primary connects.
+//! The logging channel's connection over TCP: the primary listens and a backup connects, or
+//! (a live clone into a new backup) the backup listens and the primary connects. What the
+//! drivers get is a [`Connection`], whatever carries it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+
+use crate::transport::Connection;
 
 #[derive(Debug, Error)]
 pub enum ChannelError {
@@ -26,14 +29,14 @@ pub fn bind_primary(addr: &str) -> Result<(TcpListener, SocketAddr), ChannelErro
 }
 
 /// Waits for the backup to connect; the stream is tuned for the log.
-pub fn accept_backup(l: &TcpListener) -> Result<TcpStream, ChannelError> {
+pub fn accept_backup(l: &TcpListener) -> Result<Connection, ChannelError> {
     let (s, _) = l.accept().map_err(ChannelError::Accept)?;
     tune(&s);
-    Ok(s)
+    Ok(Box::new(s))
 }
 
 /// The first connection within `patience`, if any (a backup reconnecting to a moved primary).
-pub fn accept_within(l: &TcpListener, patience: Duration) -> Option<TcpStream> {
+pub fn accept_within(l: &TcpListener, patience: Duration) -> Option<Connection> {
     l.set_nonblocking(true).ok()?;
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
@@ -41,7 +44,7 @@ pub fn accept_within(l: &TcpListener, patience: Duration) -> Option<TcpStream> {
             Ok((s, _)) => {
                 s.set_nonblocking(false).ok()?;
                 tune(&s);
-                return Some(s);
+                return Some(Box::new(s));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
@@ -51,13 +54,13 @@ pub fn accept_within(l: &TcpListener, patience: Duration) -> Option<TcpStream> {
 
 /// Connects to the primary, retrying until `patience` runs out (the primary may still be
 /// starting).
-pub fn connect_to_primary(addr: &str, patience: Duration) -> Result<TcpStream, ChannelError> {
+pub fn connect_to_primary(addr: &str, patience: Duration) -> Result<Connection, ChannelError> {
     let start = Instant::now();
     loop {
         match connect_once(addr, Duration::from_secs(1)) {
             Ok(s) => {
                 tune(&s);
-                return Ok(s);
+                return Ok(Box::new(s));
             }
             Err(e) if start.elapsed() >= patience => {
                 return Err(ChannelError::Connect(addr.into(), patience, e));

@@ -162,7 +162,7 @@ pub struct CloneJob {
 /// A finished clone's channel, handed to the primary's log: the log may go out once the sender
 /// is done, and acks be read once the ack thread saw the receiver's machine complete.
 pub struct Handoff {
-    pub stream: TcpStream,
+    pub stream: crate::transport::Connection,
     pub sender: JoinHandle<io::Result<()>>,
     pub acks: JoinHandle<io::Result<()>>,
     /// How long the machine stood still for the last piece.
@@ -408,6 +408,7 @@ impl CloneJob {
             .as_ref()
             .and_then(|s| s.try_clone().ok())
             .ok_or_else(|| Arc::new(CloneFailure::ChannelGone))?;
+        let stream = Box::new(stream);
         Ok(Handoff {
             stream,
             sender,
@@ -501,14 +502,13 @@ fn read_acks(mut s: TcpStream, shared: &Shared, timeout: Duration) -> io::Result
 /// The receiving side: reads a clone announced by a hello with `ram_size` bytes of RAM and
 /// returns the rebuilt machine (its state hash checked). `progress` sees the page records held.
 pub fn receive_clone(
-    stream: &TcpStream,
+    mut stream: &mut dyn crate::transport::Transport,
     ram_size: u64,
     mut progress: impl FnMut(u64),
 ) -> Result<Machine, CloneError> {
     let mut incoming = Incoming::new(ram_size).map_err(|e| CloneError::Bad(e.to_string()))?;
-    let (mut r, mut w) = (stream, stream);
     loop {
-        match ToBackup::read(&mut r)? {
+        match ToBackup::read(&mut stream)? {
             ToBackup::Pages(z) => {
                 // Bounded: a batch never holds more than BATCH_PAGES records.
                 let batch = zstd::bulk::decompress(&z, BATCH_PAGES * PAGE_RECORD)
@@ -523,7 +523,7 @@ pub fn receive_clone(
                     .finish(&state)
                     .map_err(|e| CloneError::Bad(e.to_string()))?;
                 ToPrimary::CloneDone
-                    .write(&mut w)
+                    .write(&mut stream)
                     .map_err(WireError::from)?;
                 return Ok(m);
             }
@@ -537,7 +537,7 @@ pub fn receive_clone(
         let pages = incoming.pages_received();
         progress(pages);
         ToPrimary::CloneAck { pages }
-            .write(&mut w)
+            .write(&mut stream)
             .map_err(WireError::from)?;
     }
 }
@@ -580,11 +580,11 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let at = l.local_addr().unwrap().to_string();
         let receiver = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
+            let (mut s, _) = l.accept().unwrap();
             let timing = Timing::default();
-            let hello = crate::backup::read_hello(&s, timing).unwrap();
+            let hello = crate::backup::read_hello(&mut s, timing).unwrap();
             assert_eq!((hello.generation, hello.clone_ram), (3, 16 << 20));
-            let mut m = receive_clone(&s, hello.clone_ram, |_| {}).unwrap();
+            let mut m = receive_clone(&mut s, hello.clone_ram, |_| {}).unwrap();
             m.state_hash()
         });
         let m = &mut Machine::blank(16 << 20).unwrap();

@@ -8,7 +8,7 @@
 //! What touches threads, the guest's console or its devices is the [`BackupHost`]'s (the
 //! binary's); every decision is here, on typed phases, and each step is an [`Event`].
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ pub struct GoLive {
 /// A backup at the start of its life: a channel whose hello was read, and the machine a live
 /// clone delivered, if one did.
 pub struct Joined {
-    pub channel: TcpStream,
+    pub channel: crate::transport::Connection,
     pub hello: Hello,
     pub machine: Option<Machine>,
 }
@@ -276,9 +276,12 @@ fn lost_event(link: &BackupLink, icount: u64) -> Event {
     Event::PrimaryLost { why, at_ms, icount }
 }
 
-fn reconnect(to: &str, timing: Timing) -> Result<(TcpStream, Hello), FollowError> {
-    let c = connect_to_primary(to, RECONNECT_PATIENCE)?;
-    let h = read_hello(&c, timing)?;
+fn reconnect(
+    to: &str,
+    timing: Timing,
+) -> Result<(crate::transport::Connection, Hello), FollowError> {
+    let mut c = connect_to_primary(to, RECONNECT_PATIENCE)?;
+    let h = read_hello(&mut *c, timing)?;
     Ok((c, h))
 }
 
@@ -443,8 +446,9 @@ mod tests {
                 m.write(&mut s).unwrap();
             }
         });
-        let channel = TcpStream::connect(at).unwrap();
-        let hello = read_hello(&channel, Timing::default()).unwrap();
+        let mut channel: crate::transport::Connection =
+            Box::new(std::net::TcpStream::connect(at).unwrap());
+        let hello = read_hello(&mut *channel, Timing::default()).unwrap();
         Joined {
             channel,
             hello,

@@ -31,6 +31,7 @@ mod primary;
 pub mod role;
 pub mod rule;
 pub mod tiebreak;
+pub mod transport;
 mod vm;
 mod wire;
 
@@ -51,6 +52,7 @@ pub use primary::{BackupLost, FtPrimary, PrimaryConfig};
 pub use role::{BackupPhase, Claim, PassEnd, Stop, claim};
 pub use rule::{BackupRule, Bugs, PrimaryPhase, PrimaryRule, Release};
 pub use tiebreak::{LockFile, Outcome, TieBreaker};
+pub use transport::{Connection, Transport};
 pub use vm::FtVm;
 pub use wire::{Hello, ToBackup, ToPrimary, WireError, fuzz_wire};
 

@@ -11,8 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,9 +20,7 @@ use ftvm_log::Writer;
 use ftvm_machine::{Effect, InputEvent};
 use ftvm_replay::Recorder;
 
-use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, recv};
 
 use crate::Timing;
 use crate::clock::Clock;
@@ -31,6 +28,7 @@ use crate::control::{Control, Peer};
 use crate::role::Claim;
 use crate::rule::{Bugs, PrimaryPhase, PrimaryRule, Release};
 use crate::tiebreak::TieBreaker;
+use crate::transport::{Connection, Transport};
 use crate::wire::{MAX_MESSAGE, ToBackup, ToPrimary, WireError};
 
 /// Bytes the sender sends at once: big enough to fill the pipe, well under [`MAX_MESSAGE`].
@@ -94,12 +92,12 @@ struct Link {
     /// The channel's sending half. Whoever sends holds this lock from taking bytes out of the
     /// outbox until they are written, so the log stays in order (lock order: `stream`, then
     /// `out`).
-    stream: Mutex<TcpStream>,
+    stream: Mutex<Connection>,
 }
 
 /// The receiving half of the channel and what is half-read.
 struct AckReader {
-    stream: TcpStream,
+    stream: Connection,
     /// Bytes of a message not yet whole.
     buf: Vec<u8>,
     /// When the backup was last heard from (on the link's clock).
@@ -129,22 +127,22 @@ impl Link {
         let Ok(stream) = self.stream.try_lock() else {
             return false;
         };
-        self.send_on(stream, |o, stream| o.ready && has_room(stream, o.buf.len()))
+        self.send_on(stream, |o, stream| o.ready && stream.has_room(o.buf.len()))
     }
 
     /// Takes up to a chunk out of the outbox and writes it on `stream`, whose lock the caller
     /// holds (so the log stays in order), if `may` allows it. False only when `may` did not.
     fn send_on(
         &self,
-        mut stream: MutexGuard<'_, TcpStream>,
-        may: impl FnOnce(&Outbox, &TcpStream) -> bool,
+        mut stream: MutexGuard<'_, Connection>,
+        may: impl FnOnce(&Outbox, &dyn Transport) -> bool,
     ) -> bool {
         let chunk: Vec<u8> = {
             let mut o = self.lock();
             if !o.channel.is_open() || o.buf.is_empty() {
                 return true;
             }
-            if !may(&o, &stream) {
+            if !may(&o, &**stream) {
                 return false;
             }
             let n = o.buf.len().min(CHUNK);
@@ -257,14 +255,13 @@ impl Link {
     fn read_available(&self, r: &mut AckReader) -> Result<(), BackupLost> {
         let mut chunk = [0u8; 4096];
         for _ in 0..16 {
-            match recv(r.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+            match r.stream.read_now(&mut chunk) {
                 Ok(0) => return Err(BackupLost::Closed),
                 Ok(n) => {
                     r.buf.extend_from_slice(&chunk[..n]);
                     r.heard = self.clock.now();
                 }
-                Err(Errno::EAGAIN) => break,
-                Err(Errno::EINTR) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(BackupLost::Channel(e)),
             }
         }
@@ -308,33 +305,6 @@ impl Link {
         }
         Ok(())
     }
-}
-
-/// Whether `stream`'s send queue takes `bytes` (and a message header) now, without blocking.
-fn has_room(stream: &TcpStream, bytes: usize) -> bool {
-    if bytes > CHUNK {
-        return false;
-    }
-    let fd = stream.as_raw_fd();
-    let mut queued: libc::c_int = 0;
-    let mut size: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `fd` is the open socket `stream` borrows for the whole call. SIOCOUTQ (TIOCOUTQ
-    // on Linux) writes one c_int through its pointer, and SO_SNDBUF writes at most `len` bytes;
-    // both point at live locals of that size.
-    let ok = unsafe {
-        libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) == 0
-            && libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&mut size as *mut libc::c_int).cast(),
-                &mut len,
-            ) == 0
-    };
-    // The kernel counts its own overhead in SO_SNDBUF (about half of it): keep to the other
-    // half.
-    ok && (queued.max(0) as usize) + bytes + 64 <= (size.max(0) as usize) / 2
 }
 
 /// The recorder's output: the outbox. It blocks only while the outbox is full (the primary
@@ -462,7 +432,7 @@ pub enum BackupLost {
     #[error("the backup closed the logging channel")]
     Closed,
     #[error("the logging channel failed: {0}")]
-    Channel(Errno),
+    Channel(io::Error),
     #[error("no ack or heartbeat for {} ms", .0.as_millis())]
     Silent(Duration),
     #[error("sending {what} failed: {error}")]
@@ -522,7 +492,7 @@ pub struct FtPrimary {
     /// Tickets handed out and not yet acked, with when: the Output Rule's added latency.
     waiting: VecDeque<(u64, Instant)>,
     /// The channel, for the runner to wait on (see `Observer::wake_fd`): acks make it readable.
-    watch: TcpStream,
+    watch: Connection,
     delays: Delays,
     last_publish: Instant,
 }
@@ -571,14 +541,14 @@ impl Delays {
 impl FtPrimary {
     /// Starts streaming to the backup on `stream`: the hello, then the log from `header` on.
     pub fn start(
-        stream: TcpStream,
+        mut stream: Connection,
         header: &ftvm_log::LogHeader,
         cfg: PrimaryConfig,
         tb: Arc<dyn TieBreaker>,
         control: Arc<Control>,
     ) -> io::Result<FtPrimary> {
-        let mut hello = &stream;
-        ToBackup::Hello(crate::wire::Hello::paired(cfg.generation, &cfg.lock)).write(&mut hello)?;
+        ToBackup::Hello(crate::wire::Hello::paired(cfg.generation, &cfg.lock))
+            .write(&mut stream)?;
         Self::start_on(stream, None, header, cfg, tb, control)
     }
 
@@ -591,7 +561,7 @@ impl FtPrimary {
         tb: Arc<dyn TieBreaker>,
         control: Arc<Control>,
     ) -> io::Result<FtPrimary> {
-        let stream = handoff.stream.try_clone()?;
+        let stream = handoff.stream.duplicate()?;
         Self::start_on(
             stream,
             Some((handoff.sender, handoff.acks)),
@@ -603,7 +573,7 @@ impl FtPrimary {
     }
 
     fn start_on(
-        stream: TcpStream,
+        stream: Connection,
         after: Option<(CloneThread, CloneThread)>,
         header: &ftvm_log::LogHeader,
         cfg: PrimaryConfig,
@@ -634,9 +604,9 @@ impl FtPrimary {
             to_send: Condvar::new(),
             progress: Condvar::new(),
             capacity: cfg.buffer.max(MAX_MESSAGE),
-            stream: Mutex::new(stream.try_clone()?),
+            stream: Mutex::new(stream.duplicate()?),
             acks: Mutex::new(AckReader {
-                stream: stream.try_clone()?,
+                stream: stream.duplicate()?,
                 buf: Vec::new(),
                 heard: clock_now,
                 vm_pumped: clock_now,
@@ -965,5 +935,57 @@ mod tests {
         for (why, text) in cases {
             assert_eq!(why.to_string(), text);
         }
+    }
+
+    /// The primary's and the backup's drivers over a Unix socket pair (any transport does):
+    /// an output waits until the backup holds the log that produced it.
+    #[test]
+    fn a_pair_over_a_unix_socket_releases_an_output_once_the_backup_holds_its_log() {
+        use ftvm_machine::EffectKind;
+        let (p, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tb: Arc<dyn TieBreaker> = Arc::new(crate::LockFile::new(dir.path(), "vm"));
+        let cfg = PrimaryConfig {
+            generation: 1,
+            lock: "vm".into(),
+            who: "primary".into(),
+            timing: Timing::default(),
+            buffer: 1 << 20,
+            max_lag: Duration::from_secs(1),
+            checkpoint_interval: 0,
+            clock: crate::SystemClock::shared(),
+        };
+        let header = ftvm_log::LogHeader {
+            start: ftvm_log::StartState::Transferred { icount: 0 },
+            start_hash: 0,
+            paths: vec![],
+        };
+        let control = Control::new(crate::Role::Primary, 0);
+        let mut primary = FtPrimary::start(Box::new(p), &header, cfg, tb, control).unwrap();
+        let mut b: Connection = Box::new(b);
+        let hello = crate::backup::read_hello(&mut *b, Timing::default()).unwrap();
+        assert_eq!(hello.generation, 1);
+        let backup_control = Control::new(crate::Role::Backup, 0);
+        let clock = crate::SystemClock::shared();
+        let link =
+            crate::BackupLink::start(b, &hello, Timing::default(), backup_control, clock).unwrap();
+        primary.input(10, &InputEvent::ConsoleInput(b"ping".to_vec()));
+        primary.effect(&Effect {
+            icount: 20,
+            kind: EffectKind::Console(b"pong".to_vec()),
+        });
+        let ticket = primary.output_barrier();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match primary.gate(20, 1, Duration::from_millis(50)) {
+                Gate::Release(t) if t >= ticket => break,
+                Gate::Release(_) => assert!(Instant::now() < deadline, "never released"),
+                Gate::Fenced => panic!("fenced with a live backup"),
+            }
+        }
+        assert!(
+            link.received() >= ticket,
+            "let out before the backup held it"
+        );
     }
 }
