@@ -12,7 +12,7 @@ use std::time::Duration;
 use ftvm_ft::{BackupPhase, BackupRule, Bugs, PrimaryRule, Timing};
 use ftvm_host::{Observer, RunEnd};
 use ftvm_log::{LogHeader, StartState, Stream, Writer};
-use ftvm_machine::{EffectKind, Exit, InputEvent, Machine};
+use ftvm_machine::{EffectKind, InputEvent, Machine};
 use ftvm_replay::{Recorder, Replayer};
 use ftvm_virtio::Request;
 
@@ -223,7 +223,7 @@ impl Primary {
             return;
         }
         let target = (self.machine.icount() + SLICE).min(self.next_checkpoint);
-        let exit = self.machine.run(target);
+        self.machine.run(target);
         // The slice's outputs: their ticket is the log's length once the records that produced
         // them are flushed, known only after the slice.
         let mut fresh = Vec::new();
@@ -243,10 +243,9 @@ impl Primary {
                 EffectKind::Io { slot, request } => fresh.push(Output::Disk { slot, request }),
             }
         }
-        if !self.halted
-            && matches!(exit, Exit::Reached)
-            && self.machine.icount() == self.next_checkpoint
-        {
+        // Whatever stopped the slice there (an I/O request's exit too), as the binary's runner
+        // does: the checkpoint comes before the next step's inputs at the same instruction.
+        if !self.halted && self.machine.icount() == self.next_checkpoint {
             let icount = self.machine.icount();
             self.rec.checkpoint(icount, self.machine.state_hash().0);
             self.next_checkpoint += CHECKPOINT;
