@@ -45,60 +45,43 @@ impl std::fmt::Debug for dyn Transport {
     }
 }
 
-impl Transport for TcpStream {
-    fn duplicate(&self) -> io::Result<Connection> {
-        Ok(Box::new(self.try_clone()?))
-    }
+/// A stream socket as a transport: what TCP and Unix sockets share, and how to name the peer.
+macro_rules! socket_transport {
+    ($socket:ty, $peer:expr) => {
+        impl Transport for $socket {
+            fn duplicate(&self) -> io::Result<Connection> {
+                Ok(Box::new(self.try_clone()?))
+            }
 
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        TcpStream::shutdown(self, how)
-    }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$socket>::shutdown(self, how)
+            }
 
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
+            fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+                <$socket>::set_read_timeout(self, timeout)
+            }
 
-    fn has_room(&self, bytes: usize) -> bool {
-        socket_has_room(self.as_raw_fd(), bytes)
-    }
+            fn has_room(&self, bytes: usize) -> bool {
+                socket_has_room(self.as_raw_fd(), bytes)
+            }
 
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_now(self.as_raw_fd(), buf)
-    }
+            fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+                read_now(self.as_raw_fd(), buf)
+            }
 
-    fn peer(&self) -> String {
-        self.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-    }
+            fn peer(&self) -> String {
+                let name: fn(&$socket) -> Option<String> = $peer;
+                name(self).unwrap_or_default()
+            }
+        }
+    };
 }
 
-impl Transport for UnixStream {
-    fn duplicate(&self) -> io::Result<Connection> {
-        Ok(Box::new(self.try_clone()?))
-    }
-
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        UnixStream::shutdown(self, how)
-    }
-
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_read_timeout(self, timeout)
-    }
-
-    fn has_room(&self, bytes: usize) -> bool {
-        socket_has_room(self.as_raw_fd(), bytes)
-    }
-
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_now(self.as_raw_fd(), buf)
-    }
-
-    fn peer(&self) -> String {
-        self.peer_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-            .unwrap_or_default()
-    }
-}
+socket_transport!(TcpStream, |s| s.peer_addr().ok().map(|a| a.to_string()));
+socket_transport!(UnixStream, |s| s
+    .peer_addr()
+    .ok()
+    .and_then(|a| a.as_pathname().map(|p| p.display().to_string())));
 
 /// A message larger than this never counts as fitting (the sender thread sends it instead).
 const MAX_UNBLOCKED: usize = 1 << 20;
