@@ -646,7 +646,9 @@ impl FtPrimary {
             waiting: VecDeque::new(),
             watch: stream,
             delays: Delays::new(),
-            last_publish: now,
+            // The first gate publishes: a guest that goes idle at once (a tickless kernel)
+            // may not gate again for a while, and its status must not stay at the start.
+            last_publish: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
         })
     }
 
