@@ -262,6 +262,13 @@ impl Primary {
         self.halted = true;
     }
 
+    /// A message (a log piece or a heartbeat) goes out on the channel now: the rule times it.
+    pub fn sending(&mut self, now: Duration) {
+        self.last_sent = now;
+        self.messages_sent += 1;
+        self.rule.sent(self.messages_sent, now);
+    }
+
     /// Log bytes produced since the last call.
     pub fn take_log(&mut self) -> Vec<u8> {
         self.rec.barrier();

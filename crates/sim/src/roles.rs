@@ -206,9 +206,7 @@ impl World {
             let hb = now - p.last_sent >= self.timing.heartbeat;
             let backup = self.net.channels[channel].backup;
             if !log.is_empty() {
-                p.last_sent = now;
-                p.messages_sent += 1;
-                p.rule.sent(p.messages_sent, now);
+                p.sending(now);
                 self.net.send(
                     &mut self.rng,
                     Addr::Host(h),
@@ -219,9 +217,7 @@ impl World {
                     },
                 );
             } else if hb {
-                p.last_sent = now;
-                p.messages_sent += 1;
-                p.rule.sent(p.messages_sent, now);
+                p.sending(now);
                 self.net.send(
                     &mut self.rng,
                     Addr::Host(h),
