@@ -449,6 +449,19 @@ impl Pair {
         Ok(())
     }
 
+    /// Every side's log, the current ones first, for a failing test's report: which side
+    /// went wrong is often the one the test no longer looks at.
+    pub fn all_logs(&self) -> String {
+        let mut out = format!("primary:\n{}", self.primary.log.text());
+        if let Some(b) = &self.backup {
+            out += &format!("\nbackup:\n{}", b.log.text());
+        }
+        for (i, side) in self.former.iter().enumerate().rev() {
+            out += &format!("\nformer side {i}:\n{}", side.log.text());
+        }
+        out
+    }
+
     /// After a failover: the backup is the primary now, and the pair has no backup.
     pub fn promote_backup(&mut self) {
         if let Some(b) = self.backup.take() {

@@ -75,11 +75,11 @@ fn chain(args: &StressArgs, guest: ftvm_image::RedisGuest, rng: &mut Rng) -> Res
         };
         w.write(rng.below(200) as usize)?;
         kill_primary(&mut pair, &mut w, 100)
-            .with_context(|| format!("{}; backup:\n{}", step(), pair.primary.log.text()))?;
+            .with_context(|| format!("{}\n{}", step(), pair.all_logs()))?;
         pair.clone_into_spare(&format!("s{round}"), "add-backup", CLONE_PATIENCE, || {
             w.write(10)
         })
-        .with_context(step)?;
+        .with_context(|| format!("{}\n{}", step(), pair.all_logs()))?;
         println!(
             "ftvm stress: round {round}/{}: {moved}failed over, cloned a new backup; {} writes \
              acknowledged so far",
@@ -123,9 +123,9 @@ pub fn run(args: StressArgs) -> Result<i32> {
         }
         .with_context(|| {
             format!(
-                "round {round} (seed {}) failed; backup:\n{}",
+                "round {round} (seed {}) failed\n{}",
                 args.seed,
-                pair.backup().log.text()
+                pair.all_logs()
             )
         })?;
         println!(

@@ -559,7 +559,7 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
     );
     let during = w.acked();
     pair.wait_clone(0, &at, Duration::from_secs(120), || w.write(10))
-        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     assert!(
         w.acked() > during,
         "the client wrote while the VM was cloned"
@@ -588,7 +588,7 @@ fn a_busy_primary_cloned_into_a_new_backup_fails_over_with_every_write() {
     assert!(table.contains(&format!("clone to {at}: done")), "{table}");
     w.write(200).unwrap();
     ft_load::kill_primary(&mut pair, &mut w, 300)
-        .unwrap_or_else(|e| panic!("{e:#}\nnew backup:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     w.check().unwrap();
     let log = pair.primary.log.text();
     assert!(
@@ -612,13 +612,13 @@ fn two_failovers_in_a_row_with_a_new_backup_between() {
     ft_load::kill_primary(&mut pair, &mut w, 200).unwrap();
     assert!(live_as(&pair.primary.log.text(), 2));
     pair.wait_clone(0, &spare_at, Duration::from_secs(120), || w.write(10))
-        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     pair.set_backup(spare);
     let s = Pair::status(&pair.primary).unwrap();
     assert_eq!((s.role, s.generation), (Role::Primary, 2));
     w.write(200).unwrap();
     ft_load::kill_primary(&mut pair, &mut w, 200)
-        .unwrap_or_else(|e| panic!("{e:#}\nspare:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     w.check().unwrap();
     let log = pair.primary.log.text();
     assert!(live_as(&log, 3), "{log}");
@@ -662,10 +662,10 @@ fn an_interrupted_clone_leaves_the_primary_running_and_can_be_retried() {
     pair.clone_into_spare("spare", "add-backup", Duration::from_secs(120), || {
         w.write(10)
     })
-    .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     // On failure, the backup that should have gone live says why (it is the primary then).
     ft_load::kill_primary(&mut pair, &mut w, 200)
-        .unwrap_or_else(|e| panic!("{e:#}\nthe backup:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     w.check().unwrap();
     let log = pair.primary.log.text();
     assert!(live_as(&log, 2), "{log}");
@@ -681,7 +681,7 @@ fn move_side(
     farewell: fn(&Event) -> bool,
 ) {
     pair.clone_into_spare(name, command, Duration::from_secs(120), || w.write(10))
-        .unwrap_or_else(|e| panic!("{e:#}\nprimary:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     let old = pair.former.last_mut().unwrap();
     assert!(wait_exit(&mut old.child, 30).success());
     let log = old.log.text();
@@ -715,7 +715,7 @@ fn moving_the_backup_then_the_primary_under_load_loses_nothing() {
     // The backup checked the moved primary's starting state hash against its own replay,
     // and every checkpoint since: a failover to it keeps every write.
     ft_load::kill_primary(&mut pair, &mut w, 300)
-        .unwrap_or_else(|e| panic!("{e:#}\nbackup:\n{}", pair.primary.log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     w.check().unwrap();
     let log = pair.primary.log.text();
     assert!(live_as(&log, 3), "{log}");
@@ -730,7 +730,7 @@ fn etcd_as_the_tie_breaker_decides_a_failover() {
     spec.ft_args.extend(["--etcd".into(), etcd.addr.clone()]);
     let mut pair = start(&spec);
     let n = ft_load::failover_under_load(&mut pair, Load::Sets, Duration::from_millis(500), 200)
-        .unwrap_or_else(|e| panic!("{e:#}\nbackup:\n{}", pair.backup().log.text()));
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pair.all_logs()));
     let log = pair.backup().log.text();
     let on_etcd = format!("etcd at {}", etcd.addr);
     assert!(
