@@ -31,6 +31,10 @@ pub struct DemoArgs {
     /// Show the guest's console while it boots.
     #[arg(long)]
     console: bool,
+    /// Keep the VM and its backup running after the demo (the status page stays served)
+    /// until interrupted.
+    #[arg(long)]
+    hold: bool,
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -48,8 +52,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
     // The backup is told of a spare host: after a failover it clones itself there.
     let spare_at = format!("127.0.0.1:{}", crate::ft_pair::free_port()?);
     spec.backup_args = vec!["--spare".into(), spare_at.clone()];
+    // Each side serves its metrics and the status page; the page shows all three.
+    let metrics: Vec<String> = (0..3)
+        .map(|_| crate::ft_pair::free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_>>()?;
+    spec.primary_args = vec!["--metrics".into(), metrics[0].clone()];
+    spec.backup_args
+        .extend(["--metrics".to_string(), metrics[1].clone()]);
     let mut pair = Pair::start(&spec)?;
-    let (spare, _) = pair.start_spare_at("spare", &spare_at)?;
+    let (spare, _) = pair.start_spare_with(
+        "spare",
+        &spare_at,
+        &["--metrics".into(), metrics[2].clone()],
+    )?;
     say(&format!(
         "switch pid {} forwards 127.0.0.1:{} to the guest's redis; primary pid {}, backup pid {}, \
          spare pid {} waiting at {spare_at}",
@@ -58,6 +73,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         pair.primary.child.id(),
         pair.backup().child.id(),
         spare.child.id()
+    ));
+    let sides: Vec<String> = metrics.iter().map(|m| format!("side={m}")).collect();
+    say(&format!(
+        "status page: http://{}/?{} (Prometheus metrics at /metrics on each side)",
+        metrics[0],
+        sides.join("&")
     ));
     say("booting Debian's kernel and the redis disk on the primary; the backup replays it");
     let started = Instant::now();
@@ -138,8 +159,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
         f.run_id == g.run_id,
         "redis restarted between the failovers"
     );
-    // Both stop without another failover.
     pair.promote_backup();
+    if args.hold {
+        say(&format!(
+            "--hold: the VM keeps running (redis at 127.0.0.1:{}), the status page stays at \
+             http://{}/?{}; Ctrl-C ends it",
+            pair.forward_port,
+            metrics[2],
+            sides.join("&")
+        ));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    // Both stop without another failover.
     let _ = ftvm_ft::control::request(&pair.primary.control, "poweroff");
     let start = Instant::now();
     while pair.primary.child.try_wait()?.is_none() && start.elapsed() < Duration::from_secs(10) {

@@ -1,7 +1,8 @@
 //! Prints the FT roles' typed events (`ftvm_ft::event`) on stderr: a human line
 //! (`ftvm backup: [t=<unix ms>] live as generation 2 ...`) by default, or one JSON object per
 //! line (`{"t_ms":..,"process":"backup","event":{"event":"live",..}}`) with `--events json`
-//! or `FTVM_EVENTS=json`, for tests and tools that match the variants.
+//! or `FTVM_EVENTS=json`, for tests and tools that match the variants. Each event also goes
+//! to the process's metrics journal (`ftvm_metrics::process_journal`).
 
 use std::fmt::Write as _;
 
@@ -67,6 +68,14 @@ impl<S: tracing::Subscriber> Layer<S> for Printer {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let ms = crate::ft_pair::unix_ms();
+        // The metrics count what the log shows: every FT event passes through here.
+        if let Some(e) = fields
+            .json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<ftvm_ft::Event>(j).ok())
+        {
+            ftvm_metrics::process_journal().record(ms as u64, &e);
+        }
         let line = match (self.format, fields.json) {
             (Format::Human, _) => format!("ftvm {}: [t={ms}] {}", self.process, fields.message),
             // The fields of `ftvm_ft::event::Line`, the event's JSON as it came.

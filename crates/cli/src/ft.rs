@@ -58,6 +58,10 @@ pub struct FtArgs {
     /// Instructions between state-hash checkpoints in the log (0: none).
     #[arg(long, default_value_t = 100_000_000)]
     checkpoint_interval: u64,
+    /// Serve Prometheus metrics (`/metrics`), a live status page (`/`) and its data
+    /// (`/status.json`) at `HOST:PORT` (port 0 picks one and prints it).
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 impl FtArgs {
@@ -125,6 +129,37 @@ impl FtArgs {
     ) -> Result<Option<ftvm_ft::control::SocketGuard>> {
         serve_control(self.control.as_deref(), control)
     }
+
+    /// Serves this side's metrics and status page, if `--metrics` asks for them.
+    fn serve_metrics(
+        &self,
+        process: &'static str,
+        control: &Arc<Control>,
+    ) -> Result<Option<ftvm_metrics::Endpoint>> {
+        serve_metrics(
+            self.metrics.as_deref(),
+            process,
+            ftvm_metrics::Source::Vm(control.clone()),
+        )
+    }
+}
+
+/// Serves metrics for `source` at `listen`, if given, and says where.
+pub(crate) fn serve_metrics(
+    listen: Option<&str>,
+    process: &'static str,
+    source: ftvm_metrics::Source,
+) -> Result<Option<ftvm_metrics::Endpoint>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let e = ftvm_metrics::Endpoint::start(listen, process, source)
+        .with_context(|| format!("cannot serve metrics at {listen}"))?;
+    eprintln!(
+        "ftvm {process}: metrics at http://{0}/metrics, status page at http://{0}/",
+        e.addr()
+    );
+    Ok(Some(e))
 }
 
 /// Serves `control` on the socket at `path`, if one is asked for; removed when the guard drops.
@@ -179,6 +214,7 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
     let cfg = args.ft.config(generation, lock, "primary")?;
     let control = Control::new(Role::PrimaryWaitingForBackup, generation);
     let _socket = args.ft.serve_control(&control)?;
+    let _metrics = args.ft.serve_metrics("primary", &control)?;
     let vm = FtVm::alone(
         cfg.clone(),
         tb.clone(),
@@ -282,6 +318,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     io.entropy = !args.no_rng;
     let control = Control::new(Role::Backup, 0);
     let _socket = args.ft.serve_control(&control)?;
+    let _metrics = args.ft.serve_metrics("backup", &control)?;
     let joined = match (&args.connect, &args.listen) {
         (Some(addr), _) => {
             let mut channel =
@@ -315,7 +352,8 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
             let cfg = args
                 .ft
                 .config(live.generation, live.lock, "primary (was backup)")?;
-            let vm = FtVm::alone(cfg, live.tiebreaker, control, args.ft.spares.clone());
+            let vm =
+                FtVm::alone(cfg, live.tiebreaker, control, args.ft.spares.clone()).after_failover();
             go_live(
                 live.machine,
                 io,
@@ -532,12 +570,13 @@ fn spawn_backup_status(link: BackupLink, control: Arc<Control>) -> StopOnDrop {
     let started = Instant::now();
     std::thread::spawn(move || {
         while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            let received = link.received();
+            let (received, messages) = (link.received(), link.messages());
             let icount = link.replayed.load(std::sync::atomic::Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             control.update(|st| {
                 st.icount = icount;
                 st.log_bytes = received;
+                st.log_messages = messages;
                 st.log_mbit_s = received as f64 * 8.0 / secs / 1e6;
                 st.peer = ftvm_ft::control::Peer::Primary { received };
             });
@@ -625,8 +664,18 @@ pub struct CtlArgs {
     #[arg(long)]
     no_wait: bool,
     /// status: one JSON object per socket (the role as a tagged enum) instead of the table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     json: bool,
+    /// status: redraw the figures every second (MIPS, lag, log bandwidth, Output Rule delay,
+    /// sparklines of the last minute) until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// status --watch: seconds between redraws.
+    #[arg(long, default_value_t = 1.0, requires = "watch")]
+    interval: f64,
+    /// status --watch: stop after this many redraws (for scripts).
+    #[arg(long, requires = "watch")]
+    refreshes: Option<u64>,
 }
 
 /// `ftvm ctl add-backup` / `migrate`: asks the primary to clone itself and shows the clone's
@@ -711,6 +760,19 @@ pub fn ctl(args: CtlArgs) -> Result<i32> {
         };
         let to = args.to.as_deref().unwrap_or_default();
         return clone_to(path, &args.command, to, !args.no_wait);
+    }
+    if args.watch {
+        if args.command != "status" {
+            bail!("--watch goes with status");
+        }
+        if !(args.interval > 0.0 && args.interval.is_finite()) {
+            bail!("--interval must be a positive number of seconds");
+        }
+        return crate::watch::watch(
+            &args.sockets,
+            Duration::from_secs_f64(args.interval),
+            args.refreshes,
+        );
     }
     if args.command == "status" && !args.json {
         println!(

@@ -355,8 +355,19 @@ impl Pair {
 
     /// [`Pair::start_spare`] listening at `listen`.
     pub fn start_spare_at(&self, name: &str, listen: &str) -> Result<(Side, String)> {
+        self.start_spare_with(name, listen, &[])
+    }
+
+    /// [`Pair::start_spare_at`] with `extra` arguments (e.g. its own `--metrics`).
+    pub fn start_spare_with(
+        &self,
+        name: &str,
+        listen: &str,
+        extra: &[String],
+    ) -> Result<(Side, String)> {
         let control = self.dir.join(format!("{name}.ctl"));
-        let args = self.backup_args("--listen", listen, &control);
+        let mut args = self.backup_args("--listen", listen, &control);
+        args.extend(extra.iter().cloned());
         let side = spawn(&self.exe, &args, false, control, false)?;
         let at = announced(
             &side,

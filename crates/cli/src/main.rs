@@ -25,6 +25,7 @@ mod sim;
 mod stress;
 mod switch;
 mod terminal;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

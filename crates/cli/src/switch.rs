@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ftvm_net::{Forward, Switch, SwitchConfig};
+use ftvm_net::{Forward, Switch, SwitchConfig, SwitchStats};
 
 #[derive(clap::Args)]
 pub struct SwitchArgs {
@@ -19,6 +21,9 @@ pub struct SwitchArgs {
     /// a bridge with a physical NIC to reach VMs on other hosts).
     #[arg(long)]
     pub uplink: Option<String>,
+    /// Serve Prometheus metrics and a status page for the switch at `HOST:PORT`.
+    #[arg(long)]
+    pub metrics: Option<String>,
 }
 
 pub fn run(args: SwitchArgs) -> Result<()> {
@@ -49,7 +54,24 @@ pub fn run(args: SwitchArgs) -> Result<()> {
                 .join(", ")
         }
     );
-    // Runs until killed: a stale socket file left behind is replaced by the next switch.
-    switch.run(&AtomicBool::new(false))?;
-    Ok(())
+    let shown = Arc::new(Mutex::new(SwitchStats::default()));
+    let _metrics = crate::ft::serve_metrics(
+        args.metrics.as_deref(),
+        "switch",
+        ftvm_metrics::Source::Switch(shown.clone()),
+    )?;
+    if _metrics.is_none() {
+        // Runs until killed: a stale socket file left behind is replaced by the next switch.
+        switch.run(&AtomicBool::new(false))?;
+        return Ok(());
+    }
+    let mut copied = Instant::now();
+    loop {
+        switch.turn(Duration::from_millis(100));
+        // The counters go out a few times a second, never a lock per frame.
+        if copied.elapsed() >= Duration::from_millis(200) {
+            copied = Instant::now();
+            *shown.lock().unwrap_or_else(|e| e.into_inner()) = switch.stats.clone();
+        }
+    }
 }

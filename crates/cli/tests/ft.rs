@@ -9,6 +9,8 @@ mod ft_load;
 #[allow(dead_code)]
 #[path = "../src/ft_pair.rs"]
 mod ft_pair;
+#[path = "ft/metrics.rs"]
+mod metrics;
 #[allow(dead_code)]
 #[path = "../src/resp.rs"]
 mod resp;

@@ -172,6 +172,11 @@ impl BackupLink {
     pub fn received(&self) -> u64 {
         self.inbox.lock().rule.received()
     }
+
+    /// Messages received from the primary.
+    pub fn messages(&self) -> u64 {
+        self.inbox.lock().rule.messages()
+    }
 }
 
 type Sender = Arc<Mutex<Connection>>;

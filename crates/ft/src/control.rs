@@ -56,6 +56,26 @@ impl Role {
     }
 }
 
+impl Role {
+    /// The role's name for metrics labels and scripts: snake case, no spaces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Starting => "starting",
+            Role::Solo => "solo",
+            Role::Primary => "primary",
+            Role::PrimaryAlone => "primary_alone",
+            Role::PrimaryWaitingForBackup => "primary_waiting_for_backup",
+            Role::Backup => "backup",
+            Role::BackupClaiming => "backup_claiming",
+            Role::Spare => "spare",
+            Role::SpareReceiving => "spare_receiving",
+            Role::Halted => "halted",
+            Role::Stopped => "stopped",
+            Role::MovedTo { .. } => "moved",
+        }
+    }
+}
+
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = match self {
@@ -275,6 +295,59 @@ pub struct Status {
     /// Live clones that completed (each one a new backup).
     #[serde(default)]
     pub clones_done: u64,
+    /// Logging-channel messages sent (primary) or received (backup).
+    #[serde(default)]
+    pub log_messages: u64,
+    /// Log bytes the backup acknowledged holding (primary).
+    #[serde(default)]
+    pub log_acked_bytes: u64,
+    /// The Output Rule's added latency as a histogram (primary).
+    #[serde(default)]
+    pub output_delay: DelayHistogram,
+    /// The VM's device I/O on this host (a backup counts once it is live).
+    #[serde(default)]
+    pub io: IoCounts,
+}
+
+/// A latency histogram in Prometheus' shape: counts of observations at or below each bound.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DelayHistogram {
+    /// Upper bounds in milliseconds, rising; observations above the last are in `count` only.
+    pub le_ms: Vec<f64>,
+    /// Cumulative counts, one per bound.
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_ms: f64,
+}
+
+/// Device I/O counts of the VM on this host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoCounts {
+    pub disk_reads: u64,
+    pub disk_writes: u64,
+    pub disk_flushes: u64,
+    pub disk_errors: u64,
+    pub disk_read_bytes: u64,
+    pub disk_written_bytes: u64,
+    pub net_frames_sent: u64,
+    pub net_frames_received: u64,
+    pub net_frames_dropped: u64,
+}
+
+impl From<&ftvm_host::IoStats> for IoCounts {
+    fn from(s: &ftvm_host::IoStats) -> IoCounts {
+        IoCounts {
+            disk_reads: s.disk_reads,
+            disk_writes: s.disk_writes,
+            disk_flushes: s.disk_flushes,
+            disk_errors: s.disk_errors,
+            disk_read_bytes: s.bytes_read,
+            disk_written_bytes: s.bytes_written,
+            net_frames_sent: s.frames_sent,
+            net_frames_received: s.frames_received,
+            net_frames_dropped: s.frames_dropped,
+        }
+    }
 }
 
 /// State shared between a VM's run loop and its control socket.

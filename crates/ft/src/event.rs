@@ -119,6 +119,9 @@ pub enum Event {
         reissued: usize,
         announced: Option<[u8; 4]>,
     },
+    /// The first output (console, disk or network) of a VM gone live here: the end of a
+    /// failover as its clients see it.
+    FirstOutput { generation: u64, icount: u64 },
     /// The VM's run on this side ended (`end`: how), with the log it sent.
     RunEnded {
         end: String,
@@ -236,6 +239,10 @@ impl fmt::Display for Event {
             MovedPrimaryUnreachable { to, error } => {
                 write!(f, "cannot reach the moved primary at {to}: {error}")
             }
+            FirstOutput { generation, icount } => write!(
+                f,
+                "first output as generation {generation} at instruction {icount}"
+            ),
             PrimaryLost { why, icount, .. } => write!(
                 f,
                 "lost the primary: {why}; replayed every record received, up to instruction \

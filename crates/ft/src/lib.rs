@@ -42,7 +42,9 @@ pub use channel::{
     ChannelError, accept_backup, accept_within, bind_primary, connect_to_backup, connect_to_primary,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use control::{Alone, CloneState, CloneStatus, Control, Role, Status};
+pub use control::{
+    Alone, CloneState, CloneStatus, Control, DelayHistogram, IoCounts, Role, Status,
+};
 pub use etcd::{Etcd, PrivateEtcd};
 pub use event::{Event, emit};
 pub use follow::{

@@ -24,7 +24,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::Timing;
 use crate::clock::Clock;
-use crate::control::{Control, Peer};
+use crate::control::{Control, DelayHistogram, Peer};
 use crate::role::Claim;
 use crate::rule::{Bugs, PrimaryPhase, PrimaryRule, Release};
 use crate::tiebreak::TieBreaker;
@@ -502,7 +502,13 @@ pub struct FtPrimary {
 struct Delays {
     counts: Vec<u64>,
     total: u64,
+    sum_us: u64,
 }
+
+/// The bounds (ms) of the Output Rule delay histogram the status and metrics show.
+const DELAY_BOUNDS_MS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0,
+];
 
 const DELAY_BUCKET_US: u64 = 10;
 const DELAY_BUCKETS: usize = 10_000;
@@ -512,13 +518,37 @@ impl Delays {
         Delays {
             counts: vec![0; DELAY_BUCKETS + 1],
             total: 0,
+            sum_us: 0,
         }
     }
 
     fn add(&mut self, d: Duration) {
-        let b = (d.as_micros() as u64 / DELAY_BUCKET_US).min(DELAY_BUCKETS as u64) as usize;
+        let us = d.as_micros() as u64;
+        let b = (us / DELAY_BUCKET_US).min(DELAY_BUCKETS as u64) as usize;
         self.counts[b] += 1;
         self.total += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// The delays in Prometheus' shape: a bucket of 10 µs counts at a bound when all of it
+    /// lies at or below the bound; the last bucket (100 ms and more) only in the total.
+    fn histogram(&self) -> DelayHistogram {
+        let mut cumulative = Vec::with_capacity(DELAY_BOUNDS_MS.len());
+        let (mut seen, mut bucket) = (0u64, 0usize);
+        for le in DELAY_BOUNDS_MS {
+            let upto = ((le * 1000.0) as u64 / DELAY_BUCKET_US).min(DELAY_BUCKETS as u64) as usize;
+            while bucket < upto {
+                seen += self.counts[bucket];
+                bucket += 1;
+            }
+            cumulative.push(seen);
+        }
+        DelayHistogram {
+            le_ms: DELAY_BOUNDS_MS.to_vec(),
+            cumulative,
+            count: self.total,
+            sum_ms: self.sum_us as f64 / 1000.0,
+        }
     }
 
     /// The `q` quantile in milliseconds (upper edge of its bucket).
@@ -788,7 +818,15 @@ impl FtPrimary {
         let bytes = self.rec.bytes();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let (lag, throttle) = (self.lag, self.throttle);
+        let (messages, acked) = {
+            let o = self.link.lock();
+            (o.sent, o.acked)
+        };
+        let histogram = self.delays.histogram();
         self.control.update(|s| {
+            s.log_messages = messages;
+            s.log_acked_bytes = acked;
+            s.output_delay = histogram;
             s.icount = icount;
             s.held_outputs = held;
             s.log_bytes = bytes;

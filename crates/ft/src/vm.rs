@@ -26,7 +26,7 @@ use ftvm_log::{LogHeader, StartState};
 use ftvm_machine::{Effect, InputEvent, Machine};
 
 use crate::clone::{CloneFailure, CloneJob, Step};
-use crate::control::{CloneState, CloneStatus, Control, Role};
+use crate::control::{CloneState, CloneStatus, Control, IoCounts, Role};
 use crate::event::{Event, emit};
 use crate::follow::claim_step;
 use crate::primary::{FtPrimary, PrimaryConfig};
@@ -51,6 +51,10 @@ pub struct FtVm {
     last_ticket: u64,
     /// Set by [`FtVm::end`]: no new pair may start after the run ended.
     ended: bool,
+    /// A VM gone live after a failover says when its first output leaves.
+    first_output_pending: bool,
+    /// When (on the config's clock) the device counters were last copied into the status.
+    io_shown: Option<Duration>,
 }
 
 /// The clone beside the pairing: at most one at a time.
@@ -142,6 +146,8 @@ impl FtVm {
             base: 1,
             last_ticket: 1,
             ended: false,
+            io_shown: None,
+            first_output_pending: false,
         };
         vm.show_alone();
         vm
@@ -154,6 +160,12 @@ impl FtVm {
         self.pairing = Pairing::Paired(pair);
         self.control
             .enter_primary_phase(&PrimaryPhase::Paired { generation: g });
+        self
+    }
+
+    /// This VM went live here after its primary was lost: its first output is an event.
+    pub fn after_failover(mut self) -> FtVm {
+        self.first_output_pending = true;
         self
     }
 
@@ -440,6 +452,13 @@ impl Observer for FtVm {
     }
 
     fn effect(&mut self, effect: &Effect) {
+        if self.first_output_pending && leaves_the_vm(effect) {
+            self.first_output_pending = false;
+            emit(Event::FirstOutput {
+                generation: self.cfg.generation,
+                icount: effect.icount,
+            });
+        }
         if let Some(p) = self.pairing.pair_mut() {
             p.effect(effect)
         }
@@ -511,6 +530,20 @@ impl Observer for FtVm {
         }
     }
 
+    fn io_stats(&mut self, stats: &ftvm_host::IoStats) {
+        // Copied at the status's own pace: the runner calls this after every slice.
+        let now = self.cfg.clock.now();
+        if self
+            .io_shown
+            .is_some_and(|t| now.saturating_sub(t) < Duration::from_millis(50))
+        {
+            return;
+        }
+        self.io_shown = Some(now);
+        let io = IoCounts::from(stats);
+        self.control.update(|s| s.io = io);
+    }
+
     fn tend(&mut self, m: &mut Machine, held: usize) {
         if self.ended || matches!(self.pairing, Pairing::Fenced | Pairing::Moved { .. }) {
             return;
@@ -563,5 +596,16 @@ impl Observer for FtVm {
                 }
             }
         }
+    }
+}
+
+/// Whether the world sees `effect` (entropy requests are served on the host, unseen).
+fn leaves_the_vm(effect: &Effect) -> bool {
+    match &effect.kind {
+        ftvm_machine::EffectKind::Console(_) => true,
+        ftvm_machine::EffectKind::Io { request, .. } => {
+            !matches!(request, ftvm_virtio::Request::Entropy { .. })
+        }
+        _ => false,
     }
 }

@@ -84,6 +84,9 @@ pub trait Observer {
     /// observer may copy its state out (a live clone's rounds and its final copy). It must not
     /// change the guest's state. `held` is how many outputs wait for release.
     fn tend(&mut self, _machine: &mut Machine, _held: usize) {}
+    /// The device backends' counters, after every slice (for status and metrics: an
+    /// observer that shows them copies them out at its own pace).
+    fn io_stats(&mut self, _stats: &crate::IoStats) {}
 }
 
 /// What an observer says about held outputs.
@@ -290,6 +293,7 @@ impl Runner {
                 Gate::Release(upto) => self.release(host, obs, upto),
                 Gate::Fenced => return self.fence(),
             }
+            obs.io_stats(&self.io.stats);
             if obs.stop_requested() {
                 return self.drain(host, obs, RunEnd::Stopped);
             }
