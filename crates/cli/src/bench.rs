@@ -46,6 +46,9 @@ pub enum BenchCommand {
     /// Restoring redundancy: a running redis guest cloned into a new backup (time to
     /// lockstep, the primary's pause, the client's write rate during the clone).
     Clone(crate::bench_clone::CloneBench),
+    /// What watching costs: an FT redis pair with and without `--metrics` scraped every
+    /// second (redis-benchmark rates, scrape latency).
+    Metrics(crate::bench_metrics::MetricsBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +85,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Cpu(args) => crate::bench_cpu::run(args),
         BenchCommand::Ft(args) => crate::bench_ft::run(args),
         BenchCommand::Clone(args) => crate::bench_clone::run(args),
+        BenchCommand::Metrics(args) => crate::bench_metrics::run(args),
     }
 }
 
