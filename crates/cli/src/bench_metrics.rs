@@ -52,7 +52,11 @@ pub fn run(args: MetricsBench) -> Result<()> {
     let mut runs = Vec::new();
     for rep in 0..args.reps.max(1) {
         // Alternating which goes first keeps a warming host from favouring one side.
-        let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if rep % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for metrics in order {
             let r = one(&guest, &ready, metrics, &args, dir.path())
                 .with_context(|| format!("rep {}, metrics {metrics}", rep + 1))?;
@@ -67,16 +71,19 @@ pub fn run(args: MetricsBench) -> Result<()> {
         }
     }
     let pick = |m: bool, f: &dyn Fn(&Run) -> f64| {
-        spread(&runs.iter().filter(|r| r.metrics == m).map(f).collect::<Vec<_>>())
+        spread(
+            &runs
+                .iter()
+                .filter(|r| r.metrics == m)
+                .map(f)
+                .collect::<Vec<_>>(),
+        )
     };
     println!(
         "FT pair of the redis guest with and without --metrics on both sides, scraped {} \
          times a second (/metrics and /status.json of each); {} repetitions, median (min..max); \
          redis-benchmark -c {} -n {}:",
-        args.scrape_hz,
-        args.reps,
-        args.clients,
-        args.requests
+        args.scrape_hz, args.reps, args.clients, args.requests
     );
     println!();
     println!("| redis-benchmark | FT | FT + metrics scraped | ratio |");
@@ -147,7 +154,9 @@ fn one(
     args: &MetricsBench,
     scratch: &Path,
 ) -> Result<Run> {
-    let dir = tempfile::Builder::new().prefix("pair-").tempdir_in(scratch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("pair-")
+        .tempdir_in(scratch)?;
     let mut spec = PairSpec::new(
         std::env::current_exe()?,
         guest.clone(),
@@ -174,7 +183,9 @@ fn one(
         crate::bench_redis::redis_benchmark(pair.forward_port, args.requests, args.clients)?;
     stop.store(true, Ordering::Relaxed);
     let (scrape_ms, scrape_bytes) = match scraper {
-        Some(t) => t.join().map_err(|_| anyhow::anyhow!("the scraper panicked"))??,
+        Some(t) => t
+            .join()
+            .map_err(|_| anyhow::anyhow!("the scraper panicked"))??,
         None => (Vec::new(), 0),
     };
     Ok(Run {
@@ -211,7 +222,10 @@ fn get(addr: &str, path: &str) -> Result<usize> {
     let mut out = Vec::new();
     c.read_to_end(&mut out)?;
     if !out.starts_with(b"HTTP/1.1 200") {
-        bail!("{addr}{path}: {}", String::from_utf8_lossy(&out[..out.len().min(80)]));
+        bail!(
+            "{addr}{path}: {}",
+            String::from_utf8_lossy(&out[..out.len().min(80)])
+        );
     }
     Ok(out.len())
 }

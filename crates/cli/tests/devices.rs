@@ -120,9 +120,14 @@ struct SwitchProcess {
 
 impl SwitchProcess {
     fn start(name: &str, forwards: &[&str]) -> SwitchProcess {
+        Self::start_with(name, forwards, &[])
+    }
+
+    fn start_with(name: &str, forwards: &[&str], extra: &[&str]) -> SwitchProcess {
         let socket = tmp(&format!("{name}.sock"));
         let mut cmd = ftvm();
         cmd.args(["switch", "--socket", socket.to_str().unwrap()]);
+        cmd.args(extra);
         for f in forwards {
             cmd.args(["--forward", f]);
         }
@@ -145,6 +150,18 @@ impl Drop for SwitchProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The switch's `/metrics`, once its loop has copied its counters out (a few times a second).
+fn switch_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let mut c = std::net::TcpStream::connect(addr).expect("the switch's metrics");
+    write!(c, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
 }
 
 /// Sends `len` bytes to the echo service at `addr` and checks they come back unchanged.
@@ -218,7 +235,8 @@ fn a_host_client_reaches_a_guest_echo_service_through_a_port_forward() {
 #[test]
 fn two_vms_on_one_switch_reach_each_other_and_a_killed_vm_leaves_the_rest_served() {
     guest_ready();
-    let sw = SwitchProcess::start("pair", &[]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let sw = SwitchProcess::start_with("pair", &[], &["--metrics", &metrics]);
     let mut a = boot_on_switch(&sw, "52:54:00:00:00:0a", "10.0.2.21");
     let mut b = boot_on_switch(&sw, "52:54:00:00:00:0b", "10.0.2.22");
     let out = a.command("ping -c 2 -W 5 10.0.2.22", "PING-B", 60);
@@ -241,6 +259,20 @@ fn two_vms_on_one_switch_reach_each_other_and_a_killed_vm_leaves_the_rest_served
         out.contains("1 packets received"),
         "B lost the gateway:\n{out}"
     );
+    // The switch's metrics saw three VMs join, one leave, and the frames between them.
+    let scraped = switch_metrics(&metrics);
+    let value = |name: &str| -> f64 {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{scraped}"))
+    };
+    assert!(
+        value("ftvm_switch_ports_connected_total") >= 3.0,
+        "{scraped}"
+    );
+    assert!(value("ftvm_switch_ports_gone_total") >= 1.0, "{scraped}");
+    assert!(value("ftvm_switch_frames_total") >= 10.0, "{scraped}");
     for vm in [a, b] {
         let mut vm = vm;
         vm.send("poweroff -f");
