@@ -161,7 +161,18 @@ fn metrics_and_the_status_page_follow_the_pair_through_a_failover() {
     let mut w = ft_load::Writer::connect(&pair).unwrap();
     w.write(100).unwrap();
     let first = scrape(&pm);
+    // Clients that connect and never finish a request, and a flood of connections, cost the
+    // server's workers for a while, never the VM: the writes go on meanwhile.
+    let stalled: Vec<std::net::TcpStream> = (0..64)
+        .filter_map(|_| std::net::TcpStream::connect(&pm).ok())
+        .map(|mut c| {
+            let _ = c.write_all(b"GET /metr");
+            c
+        })
+        .collect();
+    // (The writer gives up on a reply that takes longer than its read timeout.)
     w.write(100).unwrap();
+    drop(stalled);
     std::thread::sleep(Duration::from_millis(1500));
     let second = scrape(&pm);
     for (key, before) in first.counters() {
