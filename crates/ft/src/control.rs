@@ -126,6 +126,11 @@ pub enum CloneState {
     Receiving {
         pages: u64,
     },
+    /// The machine is sent (the VM paused at `icount`); the new backup has yet to confirm it
+    /// rebuilt it, hash checked. Only its confirmation makes the clone done.
+    Confirming {
+        icount: u64,
+    },
     /// The new backup runs in lockstep from `icount`.
     Done {
         icount: u64,
@@ -195,6 +200,11 @@ impl std::fmt::Display for CloneStatus {
         write!(f, "{direction} {peer}: ")?;
         match state {
             CloneState::Starting => write!(f, "starting"),
+            CloneState::Confirming { icount } => write!(
+                f,
+                "sent at instruction {icount}; waiting for the new backup to confirm it holds \
+                 the machine"
+            ),
             CloneState::Copying {
                 round,
                 pages_copied,

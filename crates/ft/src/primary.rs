@@ -51,6 +51,9 @@ struct Outbox {
     /// The channel carries the log now (after a live clone: once its last piece went out).
     /// Until then only the sender thread, which waits for the clone, may send.
     ready: bool,
+    /// A new backup (after a live clone) confirmed it rebuilt the machine; always true for a
+    /// backup that started from the same boot or snapshot.
+    confirmed: bool,
     /// Messages (log pieces, heartbeats) sent on the channel.
     sent: u64,
     /// (messages sent by then, when) since the VM's thread last told its rule: what makes an
@@ -216,6 +219,7 @@ impl Link {
                 return;
             }
             r.heard = self.clock.now();
+            self.lock().confirmed = true;
         }
         let deadline = Instant::now() + wait;
         loop {
@@ -627,6 +631,7 @@ impl FtPrimary {
                 power_off: false,
                 stalled: Duration::ZERO,
                 ready: !cloned,
+                confirmed: !cloned,
                 sent: 0,
                 sends: Vec::new(),
                 heard: 0,
@@ -683,6 +688,11 @@ impl FtPrimary {
     }
 
     /// Whether the backup was lost and this side won: no log goes anywhere any more.
+    /// Whether the backup holds the machine: a cloned one once it confirmed the clone.
+    pub fn confirmed(&self) -> bool {
+        self.link.lock().confirmed
+    }
+
     pub fn is_alone(&self) -> bool {
         matches!(self.rule.phase(), PrimaryPhase::Alone { .. })
     }

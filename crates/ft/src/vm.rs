@@ -51,10 +51,24 @@ pub struct FtVm {
     last_ticket: u64,
     /// Set by [`FtVm::end`]: no new pair may start after the run ended.
     ended: bool,
+    /// A clone switched over to a new backup that has not yet confirmed holding the machine.
+    confirming: Option<Confirming>,
     /// A VM gone live after a failover says when its first output leaves.
     first_output_pending: bool,
     /// When (on the config's clock) the device counters were last copied into the status.
     io_shown: Option<Duration>,
+}
+
+/// A switched clone waiting for its new backup's confirmation (its `CloneDone`): only then
+/// is the new backup in lockstep for the operator (the event, the status, the count), so
+/// `ftvm ctl add-backup` never reports a backup that failed while rebuilding the machine.
+struct Confirming {
+    target: String,
+    icount: u64,
+    generation: u64,
+    summary: crate::event::CloneSummary,
+    rounds: u32,
+    paused_ms: f64,
 }
 
 /// The clone beside the pairing: at most one at a time.
@@ -147,6 +161,7 @@ impl FtVm {
             last_ticket: 1,
             ended: false,
             io_shown: None,
+            confirming: None,
             first_output_pending: false,
         };
         vm.show_alone();
@@ -269,6 +284,43 @@ impl FtVm {
                 },
             )
         });
+    }
+
+    /// A switched clone ends when its new backup confirms holding the machine, or fails if
+    /// the pair is lost first.
+    fn settle_confirmation(&mut self) {
+        let Some(c) = self.confirming.take() else {
+            return;
+        };
+        if !matches!(self.pairing.pair(), Some(p) if !p.confirmed() && !p.is_alone()) {
+            self.control.cloning.store(false, Ordering::Relaxed);
+        }
+        match self.pairing.pair() {
+            Some(p) if p.confirmed() => {
+                emit(Event::BackupInLockstep {
+                    to: c.target.clone(),
+                    icount: c.icount,
+                    generation: c.generation,
+                    summary: c.summary,
+                });
+                self.control.update(|s| {
+                    s.clone = CloneStatus::sending(
+                        &c.target,
+                        CloneState::Done {
+                            icount: c.icount,
+                            rounds: c.rounds,
+                            paused_ms: c.paused_ms,
+                        },
+                    );
+                    s.clones_done += 1;
+                });
+            }
+            Some(p) if !p.is_alone() => self.confirming = Some(c),
+            _ => self.clone_failed(
+                &c.target,
+                "the new backup was lost before it confirmed holding the machine",
+            ),
+        }
     }
 
     /// A migration is ready: the state goes to the new primary and this VM's run ends there;
@@ -416,24 +468,20 @@ impl FtVm {
             Ok(p) => {
                 self.base = self.last_ticket + 1;
                 self.pairing = Pairing::Paired(p);
-                emit(Event::BackupInLockstep {
-                    to: target.clone(),
-                    icount,
-                    generation: g,
-                    summary: progress.summary(paused),
-                });
                 self.control
                     .enter_primary_phase(&PrimaryPhase::Paired { generation: g });
                 self.control.update(|s| {
-                    s.clone = CloneStatus::sending(
-                        &target,
-                        CloneState::Done {
-                            icount,
-                            rounds: progress.round + 1,
-                            paused_ms: paused.as_secs_f64() * 1e3,
-                        },
-                    );
-                    s.clones_done += 1;
+                    s.clone = CloneStatus::sending(&target, CloneState::Confirming { icount })
+                });
+                // No other clone starts until this one is confirmed or failed.
+                self.control.cloning.store(true, Ordering::Relaxed);
+                self.confirming = Some(Confirming {
+                    target,
+                    icount,
+                    generation: g,
+                    summary: progress.summary(paused),
+                    rounds: progress.round + 1,
+                    paused_ms: paused.as_secs_f64() * 1e3,
                 });
             }
             Err(e) => {
@@ -545,10 +593,11 @@ impl Observer for FtVm {
     }
 
     fn tend(&mut self, m: &mut Machine, held: usize) {
+        self.settle_confirmation();
         if self.ended || matches!(self.pairing, Pairing::Fenced | Pairing::Moved { .. }) {
             return;
         }
-        if matches!(self.clone, CloneSlot::Idle) {
+        if matches!(self.clone, CloneSlot::Idle) && self.confirming.is_none() {
             if let Some(t) = self.control.take_migrate() {
                 self.start_clone(t, m.ram().size(), true);
             } else if let Some(t) = self.control.take_add_backup().or_else(|| {
@@ -607,5 +656,113 @@ fn leaves_the_vm(effect: &Effect) -> bool {
             !matches!(request, ftvm_virtio::Request::Entropy { .. })
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ToBackup, ToPrimary};
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A spare that takes the clone and, given the final state, waits `confirm_after` and
+    /// confirms (`Some`) or drops the connection unconfirmed (`None`).
+    fn fake_spare(confirm_after: Option<Duration>) -> (String, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let _hello = ToBackup::read(&mut s).unwrap();
+            let mut pages = 0;
+            loop {
+                match ToBackup::read(&mut s).unwrap() {
+                    ToBackup::State(_) => break,
+                    _ => {
+                        pages += 1;
+                        ToPrimary::CloneAck { pages }.write(&mut s).unwrap();
+                    }
+                }
+            }
+            let Some(after) = confirm_after else { return };
+            std::thread::sleep(after);
+            ToPrimary::CloneDone.write(&mut s).unwrap();
+            // Keep the channel up a while, as a backup replaying would.
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        (at, t)
+    }
+
+    fn vm_cloning_to(at: &str, dir: &std::path::Path) -> (FtVm, Arc<Control>) {
+        let cfg = PrimaryConfig {
+            generation: 1,
+            lock: "vm".into(),
+            who: "test".into(),
+            timing: crate::Timing::default(),
+            buffer: 1 << 20,
+            max_lag: Duration::from_secs(1),
+            checkpoint_interval: 0,
+            clock: crate::SystemClock::shared(),
+        };
+        let control = Control::new(Role::PrimaryAlone, 1);
+        *control.add_backup.lock().unwrap() = Some(at.to_string());
+        let tb = Arc::new(crate::LockFile::new(dir, "vm"));
+        (FtVm::alone(cfg, tb, control.clone(), vec![]), control)
+    }
+
+    /// Runs the VM's observer over an idle machine until `done` says so (or 20 s pass).
+    fn drive(vm: &mut FtVm, m: &mut Machine, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(20), "stuck");
+            vm.tend(m, 0);
+            let _ = vm.gate(m.icount(), 0, Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_clone_is_done_only_once_the_new_backup_confirms_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, spare) = fake_spare(Some(Duration::from_millis(300)));
+        let (mut vm, control) = vm_cloning_to(&at, dir.path());
+        let m = &mut Machine::blank(16 << 20).unwrap();
+        let state = || control.status.lock().unwrap().clone();
+        drive(&mut vm, m, || {
+            matches!(
+                state().clone,
+                CloneStatus::To {
+                    state: CloneState::Confirming { .. },
+                    ..
+                }
+            )
+        });
+        assert_eq!(state().clones_done, 0, "done before the confirmation");
+        drive(&mut vm, m, || state().clones_done == 1);
+        assert!(matches!(
+            state().clone,
+            CloneStatus::To {
+                state: CloneState::Done { .. },
+                ..
+            }
+        ));
+        spare.join().unwrap();
+    }
+
+    #[test]
+    fn a_new_backup_lost_before_it_confirms_is_a_failed_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, spare) = fake_spare(None);
+        let (mut vm, control) = vm_cloning_to(&at, dir.path());
+        let m = &mut Machine::blank(16 << 20).unwrap();
+        let state = || control.status.lock().unwrap().clone();
+        drive(&mut vm, m, || state().clone.failed());
+        assert_eq!(state().clones_done, 0);
+        assert!(
+            state().clone.to_string().contains("confirm"),
+            "{}",
+            state().clone
+        );
+        spare.join().unwrap();
     }
 }
