@@ -33,12 +33,22 @@ struct InboxState {
     rule: BackupRule,
     /// The newest ack sent.
     acked: u64,
-    /// Why the primary counts as lost, and when that was decided.
-    closed: Option<(String, std::time::SystemTime)>,
+    /// Why the primary counts as lost, and when.
+    closed: Option<Lost>,
     /// The primary replaced this backup with another: stop, do not go live.
     retired: bool,
     /// The primary is moving there: when the log ends, reconnect.
     moved_to: Option<String>,
+}
+
+/// How a backup lost its primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub why: String,
+    /// When the primary was declared lost.
+    pub at: std::time::SystemTime,
+    /// When the primary was last heard (a killed primary died soon after).
+    pub last_heard: std::time::SystemTime,
 }
 
 struct Inbox {
@@ -61,7 +71,13 @@ impl Inbox {
         // The log is closed: what the backup may go live with is fixed.
         st.rule.channel_failed();
         if st.closed.is_none() {
-            st.closed = Some((why, std::time::SystemTime::now()));
+            let at = std::time::SystemTime::now();
+            let silent = self.clock.now().saturating_sub(st.rule.last_heard());
+            st.closed = Some(Lost {
+                why,
+                at,
+                last_heard: at.checked_sub(silent).unwrap_or(at),
+            });
         }
         self.cv.notify_all();
         self.acker_cv.notify_all();
@@ -154,7 +170,7 @@ impl BackupLink {
     }
 
     /// Why and when the primary was declared lost, if it was.
-    pub fn lost(&self) -> Option<(String, std::time::SystemTime)> {
+    pub fn lost(&self) -> Option<Lost> {
         self.inbox.lock().closed.clone()
     }
 
@@ -465,7 +481,7 @@ mod tests {
             })
             .collect();
         assert_eq!(received, [100, 150, 150]);
-        let (why, _) = link.lost().expect("the silent primary is lost");
+        let why = link.lost().expect("the silent primary is lost").why;
         assert!(why.contains("no log or heartbeat for 300 ms"), "{why}");
         assert_eq!(link.received(), 150);
     }

@@ -94,10 +94,13 @@ pub enum Event {
     PrimaryMoved { to: String, icount: u64 },
     /// The moved primary cannot be reached.
     MovedPrimaryUnreachable { to: String, error: String },
-    /// The primary counts as lost (at `at_ms`, Unix ms); every record received is replayed.
+    /// The primary counts as lost (at `at_ms`, Unix ms; last heard at `last_heard_ms`); every
+    /// record received is replayed.
     PrimaryLost {
         why: String,
         at_ms: u64,
+        #[serde(default)]
+        last_heard_ms: u64,
         icount: u64,
     },
     /// The guest had powered off where the log ends: no go-live.

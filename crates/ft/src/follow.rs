@@ -266,14 +266,23 @@ fn pass_end(
 }
 
 fn lost_event(link: &BackupLink, icount: u64) -> Event {
-    let (why, when) = link
-        .lost()
-        .unwrap_or_else(|| ("the log ended".into(), std::time::SystemTime::now()));
-    let at_ms = when
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Event::PrimaryLost { why, at_ms, icount }
+    let now = std::time::SystemTime::now();
+    let lost = link.lost().unwrap_or_else(|| crate::backup::Lost {
+        why: "the log ended".into(),
+        at: now,
+        last_heard: now,
+    });
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    Event::PrimaryLost {
+        why: lost.why,
+        at_ms: ms(lost.at),
+        last_heard_ms: ms(lost.last_heard),
+        icount,
+    }
 }
 
 fn reconnect(

@@ -347,6 +347,11 @@ impl BackupRule {
         Some(self.acked)
     }
 
+    /// When (on the rule's clock) the primary was last heard.
+    pub fn last_heard(&self) -> Duration {
+        self.heard
+    }
+
     /// The primary said something without log (a heartbeat).
     pub fn heard(&mut self, now: Duration) {
         self.heard = self.heard.max(now);

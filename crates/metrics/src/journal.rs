@@ -183,6 +183,7 @@ mod tests {
         Event::PrimaryLost {
             why: "silent".into(),
             at_ms: 5,
+            last_heard_ms: 4,
             icount: 9,
         }
     }

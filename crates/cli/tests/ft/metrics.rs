@@ -277,6 +277,7 @@ fn metrics_and_the_status_page_follow_the_pair_through_a_failover() {
         .map(|(i, m)| dom[i + m.len()..].split('"').next().unwrap())
         .collect();
     for step in [
+        "primary-last-heard",
         "primary-lost",
         "claiming",
         "claim-won",
