@@ -450,8 +450,7 @@ impl Control {
 /// Serves `control` on a Unix socket at `path` (replacing a stale one) in a thread of its own.
 /// The socket file is removed when the returned guard drops.
 pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<SocketGuard> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener = bind_owner_only(path)?;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -460,6 +459,34 @@ pub fn serve(path: &Path, control: Arc<Control>) -> std::io::Result<SocketGuard>
             }
         })?;
     Ok(SocketGuard(path.to_path_buf()))
+}
+
+/// Binds the control socket at `path` so that only this user can ever connect: it poweroffs
+/// and clones the VM. The socket is made (mode 0600) in a fresh 0700 directory beside `path`
+/// and renamed into place, so no other user can reach it even for an instant; a missing
+/// parent directory is created 0700.
+fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&parent)?;
+    let private = parent.join(format!(".ftvm-control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let made = private.join("socket");
+    let bound = UnixListener::bind(&made).and_then(|l| {
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o600))?;
+        let _ = std::fs::remove_file(path);
+        std::fs::rename(&made, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 pub struct SocketGuard(PathBuf);
@@ -564,6 +591,24 @@ impl ftvm_host::Observer for Alone {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_socket_is_the_owners_only_and_a_missing_directory_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/ftvm/vm.ctl");
+        let _guard = serve(&path, Control::new(Role::Primary, 1)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert!(request(&path, "status").unwrap().starts_with('{'));
+        // Nothing of the private directory it was made in is left behind.
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("vm.ctl")]);
+    }
 
     #[test]
     fn status_and_poweroff_over_the_socket() {
