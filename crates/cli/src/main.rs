@@ -113,6 +113,9 @@ struct RunArgs {
     /// A Unix socket answering `ftvm ctl status` and `ftvm ctl poweroff`.
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Serve Prometheus metrics and a status page for this VM at `HOST:PORT`.
+    #[arg(long)]
+    metrics: Option<String>,
     /// Print the state hash and instruction count when the run ends.
     #[arg(long)]
     print_hash: bool,
@@ -175,12 +178,17 @@ fn run(args: RunArgs) -> Result<i32> {
     runner.stop_at = args.until;
     let control = ftvm_ft::Control::new(ftvm_ft::Role::Solo, 0);
     let _socket = ft::serve_control(args.control.as_deref(), &control)?;
+    let _metrics = ft::serve_metrics(
+        args.metrics.as_deref(),
+        "run",
+        ftvm_metrics::Source::Vm(control.clone()),
+    )?;
     let interactive = std::io::stdin().is_terminal();
     let mut host =
         terminal::UntilConsole::new(terminal::Terminal::new(), args.until_console.clone());
     let end = {
         let _raw = interactive.then(terminal::RawMode::enter);
-        runner.run_observed(&mut host, &mut ftvm_ft::Alone { control })
+        runner.run_observed(&mut host, &mut ftvm_ft::Alone::new(control))
     };
     let stopped_at_text = host.seen();
     if args.print_hash {

@@ -152,8 +152,8 @@ impl Drop for SwitchProcess {
     }
 }
 
-/// The switch's `/metrics`, once its loop has copied its counters out (a few times a second).
-fn switch_metrics(addr: &str) -> String {
+/// A process's `/metrics`, once it has copied its counters out (a few times a second).
+fn scrape_metrics(addr: &str) -> String {
     use std::io::{Read, Write};
     std::thread::sleep(std::time::Duration::from_millis(400));
     let mut c = std::net::TcpStream::connect(addr).expect("the switch's metrics");
@@ -201,8 +201,15 @@ fn echo_round_trip(addr: impl std::net::ToSocketAddrs, len: usize) {
 
 /// Boots a guest on the switch with `ip` on eth0.
 fn boot_on_switch(sw: &SwitchProcess, mac: &str, ip: &str) -> Session {
+    boot_on_switch_with(sw, mac, ip, &[])
+}
+
+/// [`boot_on_switch`] with `extra` arguments for `ftvm run`.
+fn boot_on_switch_with(sw: &SwitchProcess, mac: &str, ip: &str, extra: &[&str]) -> Session {
     let net = sw.net_arg();
-    let mut s = Session::start(&["run", "--firmware", "builtin", "--net", &net, "--mac", mac]);
+    let mut args = vec!["run", "--firmware", "builtin", "--net", &net, "--mac", mac];
+    args.extend(extra);
+    let mut s = Session::start(&args);
     s.wait_for_after(0, MARKER, 120);
     s.wait_for_after(0, "# ", 60);
     let out = s.command(
@@ -219,7 +226,13 @@ fn a_host_client_reaches_a_guest_echo_service_through_a_port_forward() {
     guest_ready();
     let port = free_port();
     let sw = SwitchProcess::start("fwd", &[&format!("tcp:127.0.0.1:{port}=10.0.2.15:7")]);
-    let mut vm = boot_on_switch(&sw, "52:54:00:12:34:56", "10.0.2.15");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut vm = boot_on_switch_with(
+        &sw,
+        "52:54:00:12:34:56",
+        "10.0.2.15",
+        &["--metrics", &metrics],
+    );
     let out = vm.command("ping -c 1 -W 5 10.0.2.2", "PING-DONE", 60);
     assert!(
         out.contains("1 packets received"),
@@ -228,6 +241,25 @@ fn a_host_client_reaches_a_guest_echo_service_through_a_port_forward() {
     vm.command("(nc -ll -p 7 -e cat &)", "ECHO-UP", 30);
 
     echo_round_trip(("127.0.0.1", port), 64 << 10);
+    // A VM without FT serves its metrics too: its role, and the frames it exchanged.
+    let scraped = scrape_metrics(&metrics);
+    for line in ["ftvm_role{role=\"solo\"} 1", "ftvm_generation 0"] {
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "no {line} in\n{scraped}"
+        );
+    }
+    for name in [
+        "ftvm_net_frames_sent_total",
+        "ftvm_net_frames_received_total",
+        "ftvm_guest_instructions_total",
+    ] {
+        let v: f64 = scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{scraped}"));
+        assert!(v > 40.0, "{name} {v}");
+    }
     vm.send("poweroff -f");
     assert!(vm.wait(60).success());
 }
@@ -260,7 +292,7 @@ fn two_vms_on_one_switch_reach_each_other_and_a_killed_vm_leaves_the_rest_served
         "B lost the gateway:\n{out}"
     );
     // The switch's metrics saw three VMs join, one leave, and the frames between them.
-    let scraped = switch_metrics(&metrics);
+    let scraped = scrape_metrics(&metrics);
     let value = |name: &str| -> f64 {
         scraped
             .lines()

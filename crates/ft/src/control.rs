@@ -574,14 +574,33 @@ pub fn request(path: &Path, command: &str) -> std::io::Result<String> {
 /// socket still answers.
 pub struct Alone {
     pub control: Arc<Control>,
+    /// The device counters as the runner last gave them, published with the progress.
+    pub io: IoCounts,
+}
+
+impl Alone {
+    pub fn new(control: Arc<Control>) -> Alone {
+        Alone {
+            control,
+            io: IoCounts::default(),
+        }
+    }
 }
 
 impl ftvm_host::Observer for Alone {
     fn input(&mut self, _: u64, _: &ftvm_machine::InputEvent) {}
     fn effect(&mut self, _: &ftvm_machine::Effect) {}
     fn gate(&mut self, icount: u64, held: usize, _wait: Duration) -> ftvm_host::Gate {
-        self.control.show_progress(icount, held);
+        let io = self.io;
+        self.control.update(|s| {
+            s.icount = icount;
+            s.held_outputs = held;
+            s.io = io;
+        });
         ftvm_host::Gate::Release(u64::MAX)
+    }
+    fn io_stats(&mut self, stats: &ftvm_host::IoStats) {
+        self.io = IoCounts::from(stats);
     }
     fn stop_requested(&self) -> bool {
         self.control.power_off_requested()

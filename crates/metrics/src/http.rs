@@ -141,9 +141,11 @@ fn work(queue: &Mutex<Receiver<TcpStream>>, handler: &(dyn Fn(&Request) -> Respo
             rx.recv()
         };
         let Ok(mut conn) = conn else { return };
+        let mut head_only = false;
         let answer = match read_head(&mut conn) {
             Ok(req) => {
-                if req.method == "GET" || req.method == "HEAD" {
+                head_only = req.method == "HEAD";
+                if req.method == "GET" || head_only {
                     handler(&req)
                 } else {
                     Response::error(405, "only GET and HEAD")
@@ -153,7 +155,7 @@ fn work(queue: &Mutex<Receiver<TcpStream>>, handler: &(dyn Fn(&Request) -> Respo
             Err(HeadError::TooLarge) => Response::error(431, "request head too large"),
             Err(HeadError::Malformed) => Response::error(400, "malformed request"),
         };
-        let _ = write_response(&mut conn, &answer);
+        let _ = write_response(&mut conn, &answer, head_only);
     }
 }
 
@@ -219,7 +221,8 @@ pub fn fuzz_head(data: &[u8]) {
     }
 }
 
-fn write_response(conn: &mut TcpStream, r: &Response) -> io::Result<()> {
+/// Writes `r` (its head only for a HEAD request, with the length the body would have).
+fn write_response(conn: &mut TcpStream, r: &Response, head_only: bool) -> io::Result<()> {
     conn.set_write_timeout(Some(DEADLINE))?;
     let reason = match r.status {
         200 => "OK",
@@ -239,7 +242,9 @@ fn write_response(conn: &mut TcpStream, r: &Response) -> io::Result<()> {
         r.body.len()
     );
     conn.write_all(head.as_bytes())?;
-    conn.write_all(&r.body)?;
+    if !head_only {
+        conn.write_all(&r.body)?;
+    }
     conn.flush()
 }
 
@@ -272,6 +277,13 @@ mod tests {
         assert!(ok.ends_with("hi /metrics"), "{ok}");
         let bad = ask(s.addr(), b"\x00\x01\x02 nonsense\r\n\r\n");
         assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+        let head = ask(s.addr(), b"HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 11\r\n"), "{head}");
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "a HEAD answer has no body: {head}"
+        );
         let post = ask(s.addr(), b"POST / HTTP/1.1\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
         let mut huge = b"GET / HTTP/1.1\r\n".to_vec();
