@@ -4,9 +4,7 @@
 //! of both every second, as Prometheus and an open status page would. redis-benchmark's
 //! SET and GET rates are compared, with the scrapes' latency and size.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::spread;
-use crate::ft_pair::{Pair, PairSpec, free_port};
+use crate::ft_pair::{Pair, PairSpec, free_port, http_get, save_ready_snapshot};
 
 #[derive(Debug, clap::Args)]
 pub struct MetricsBench {
@@ -48,7 +46,8 @@ pub fn run(args: MetricsBench) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("ftvm-bench-metrics-")
         .tempdir()?;
-    let ready = ready_snapshot(&guest, dir.path())?;
+    eprintln!("bench metrics: booting the redis guest once to its ready line");
+    let ready = save_ready_snapshot(&std::env::current_exe()?, &guest, dir.path())?;
     let mut runs = Vec::new();
     for rep in 0..args.reps.max(1) {
         // Alternating which goes first keeps a warming host from favouring one side.
@@ -110,7 +109,7 @@ pub fn run(args: MetricsBench) -> Result<()> {
         println!();
         println!(
             "Scrapes: {} answered, p50 {:.2} ms, max {:.2} ms; a scrape of both sides reads {} \
-             bytes.",
+             bytes of answers.",
             all.len(),
             all[all.len() / 2],
             max,
@@ -118,33 +117,6 @@ pub fn run(args: MetricsBench) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The redis guest booted to its ready line and saved with its disk.
-fn ready_snapshot(guest: &ftvm_image::RedisGuest, dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let (disk, snap) = (dir.join("ready.img"), dir.join("ready.snap"));
-    ftvm_image::copy_root_disk(guest, &disk)?;
-    eprintln!("bench metrics: booting the redis guest once to its ready line");
-    let out = Command::new(std::env::current_exe()?)
-        .args(["run", "--guest", "redis", "--firmware", "builtin", "--disk"])
-        .arg(&disk)
-        .args([
-            "--forward",
-            &format!("tcp:127.0.0.1:{}=10.0.2.15:6379", free_port()?),
-            "--until-console",
-            "FTVM-REDIS-READY",
-            "--save-snapshot",
-        ])
-        .arg(&snap)
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "booting the redis guest failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((snap, disk))
 }
 
 fn one(
@@ -197,7 +169,7 @@ fn one(
     })
 }
 
-/// Scrapes every side each `every` until `stop`; each round's time and bytes.
+/// Scrapes every side each `every` until `stop`; each round's time and body bytes.
 fn scrape_until(stop: &AtomicBool, ends: &[String], every: Duration) -> Result<(Vec<f64>, usize)> {
     let (mut times, mut bytes) = (Vec::new(), 0);
     while !stop.load(Ordering::Relaxed) {
@@ -205,7 +177,7 @@ fn scrape_until(stop: &AtomicBool, ends: &[String], every: Duration) -> Result<(
         let mut round = 0;
         for end in ends {
             for path in ["/metrics", "/status.json"] {
-                round += get(end, path)?;
+                round += http_get(end, path)?.len();
             }
         }
         times.push(start.elapsed().as_secs_f64() * 1e3);
@@ -213,19 +185,4 @@ fn scrape_until(stop: &AtomicBool, ends: &[String], every: Duration) -> Result<(
         std::thread::sleep(every.saturating_sub(start.elapsed()));
     }
     Ok((times, bytes))
-}
-
-fn get(addr: &str, path: &str) -> Result<usize> {
-    let mut c = std::net::TcpStream::connect(addr).with_context(|| format!("scraping {addr}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
-    let mut out = Vec::new();
-    c.read_to_end(&mut out)?;
-    if !out.starts_with(b"HTTP/1.1 200") {
-        bail!(
-            "{addr}{path}: {}",
-            String::from_utf8_lossy(&out[..out.len().min(80)])
-        );
-    }
-    Ok(out.len())
 }

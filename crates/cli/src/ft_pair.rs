@@ -72,6 +72,57 @@ impl Captured {
     }
 }
 
+/// The redis guest booted once to its ready line by `exe` and saved with a copy of its disk
+/// in `dir`: the snapshot and disk a [`PairSpec::snapshot`] starts from.
+pub fn save_ready_snapshot(
+    exe: &Path,
+    guest: &ftvm_image::RedisGuest,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let (disk, snap) = (dir.join("redis.img"), dir.join("ready.snap"));
+    ftvm_image::copy_root_disk(guest, &disk)?;
+    let out = Command::new(exe)
+        .args(["run", "--guest", "redis", "--firmware", "builtin", "--disk"])
+        .arg(&disk)
+        .args([
+            "--forward",
+            &format!("tcp:127.0.0.1:{}=10.0.2.15:6379", free_port()?),
+            "--until-console",
+            "FTVM-REDIS-READY",
+            "--save-snapshot",
+        ])
+        .arg(&snap)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run ftvm")?;
+    if !out.status.success() {
+        bail!(
+            "booting the redis guest to its ready line failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((snap, disk))
+}
+
+/// The body of `GET path` from the HTTP server at `addr` (a side's `--metrics`), which must
+/// answer 200.
+pub fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::Write;
+    let mut c =
+        std::net::TcpStream::connect(addr).with_context(|| format!("cannot reach {addr}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    c.read_to_string(&mut out)?;
+    let Some((head, body)) = out.split_once("\r\n\r\n") else {
+        bail!("{addr}{path}: not an HTTP answer: {out:?}");
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{addr}{path}: {head}");
+    }
+    Ok(body.to_string())
+}
+
 pub fn unix_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

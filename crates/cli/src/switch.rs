@@ -1,7 +1,6 @@
 //! `ftvm switch`: the virtual network's switch and gateway, as its own process.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,11 +59,7 @@ pub fn run(args: SwitchArgs) -> Result<()> {
         "switch",
         ftvm_metrics::Source::Switch(shown.clone()),
     )?;
-    if _metrics.is_none() {
-        // Runs until killed: a stale socket file left behind is replaced by the next switch.
-        switch.run(&AtomicBool::new(false))?;
-        return Ok(());
-    }
+    // Runs until killed: a stale socket file left behind is replaced by the next switch.
     let mut copied = Instant::now();
     loop {
         switch.turn(Duration::from_millis(100));

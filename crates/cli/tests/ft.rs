@@ -93,19 +93,7 @@ fn ready_snapshot() -> (std::path::PathBuf, std::path::PathBuf) {
             let dir = tmp("ft-ready");
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
-            let (disk, snap) = (dir.join("redis.img"), dir.join("ready.snap"));
-            ftvm_image::copy_root_disk(&guest, &disk).unwrap();
-            let forward = format!("tcp:127.0.0.1:{}=10.0.2.15:6379", free_port());
-            let out = ftvm()
-                .args(["run", "--guest", "redis", "--firmware", "builtin", "--disk"])
-                .arg(&disk)
-                .args(["--forward", &forward, "--until-console", "FTVM-REDIS-READY"])
-                .arg("--save-snapshot")
-                .arg(&snap)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", text(&out.stderr));
-            (snap, disk)
+            ft_pair::save_ready_snapshot(env!("CARGO_BIN_EXE_ftvm").as_ref(), &guest, &dir).unwrap()
         })
         .clone()
 }

@@ -67,8 +67,6 @@ struct Confirming {
     icount: u64,
     generation: u64,
     summary: crate::event::CloneSummary,
-    rounds: u32,
-    paused_ms: f64,
 }
 
 /// The clone beside the pairing: at most one at a time.
@@ -292,9 +290,6 @@ impl FtVm {
         let Some(c) = self.confirming.take() else {
             return;
         };
-        if !matches!(self.pairing.pair(), Some(p) if !p.confirmed() && !p.is_alone()) {
-            self.control.cloning.store(false, Ordering::Relaxed);
-        }
         match self.pairing.pair() {
             Some(p) if p.confirmed() => {
                 emit(Event::BackupInLockstep {
@@ -308,19 +303,23 @@ impl FtVm {
                         &c.target,
                         CloneState::Done {
                             icount: c.icount,
-                            rounds: c.rounds,
-                            paused_ms: c.paused_ms,
+                            rounds: c.summary.rounds as u32,
+                            paused_ms: c.summary.paused_ms,
                         },
                     );
                     s.clones_done += 1;
                 });
             }
-            Some(p) if !p.is_alone() => self.confirming = Some(c),
+            Some(p) if !p.is_alone() => {
+                self.confirming = Some(c);
+                return;
+            }
             _ => self.clone_failed(
                 &c.target,
                 "the new backup was lost before it confirmed holding the machine",
             ),
         }
+        self.control.cloning.store(false, Ordering::Relaxed);
     }
 
     /// A migration is ready: the state goes to the new primary and this VM's run ends there;
@@ -480,8 +479,6 @@ impl FtVm {
                     icount,
                     generation: g,
                     summary: progress.summary(paused),
-                    rounds: progress.round + 1,
-                    paused_ms: paused.as_secs_f64() * 1e3,
                 });
             }
             Err(e) => {

@@ -202,13 +202,12 @@ fn delay_histogram(enc: &mut DescriptorEncoder, s: &Status) -> fmt::Result {
         below = *cumulative;
     }
     buckets.push((f64::INFINITY, h.count.saturating_sub(below)));
-    let m = enc.encode_descriptor(
+    let mut m = enc.encode_descriptor(
         "output_delay_seconds",
         "How long outputs waited for the backup's ack",
         None,
         MetricType::Histogram,
     )?;
-    let mut m = m;
     m.encode_histogram::<NoLabelSet>(h.sum_ms / 1e3, h.count, &buckets, None)
 }
 

@@ -2,7 +2,7 @@
 //! status page loaded in headless Chromium, before and after a failover.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -81,19 +81,8 @@ impl Scrape {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
 fn scrape(addr: &str) -> Scrape {
-    Scrape::parse(&http_get(addr, "/metrics"))
+    Scrape::parse(&ft_pair::http_get(addr, "/metrics").unwrap())
 }
 
 /// The page at `url` as headless Chromium builds it (after its scripts ran a few polls),
