@@ -201,8 +201,8 @@ pub struct PrimaryArgs {
 pub fn primary(args: PrimaryArgs) -> Result<i32> {
     if args.guest.guest == crate::guest::GuestKind::Redis && args.guest.net.is_none() {
         bail!(
-            "an FT redis guest needs a switch outside both VMs: start `ftvm switch` and pass \
-             --net switch:SOCKET"
+            "an FT redis guest needs a network outside both VMs: start `ftvm switch` and pass \
+             --net switch:SOCKET, or bridge a TAP device (--net tap:NAME)"
         );
     }
     let (machine, header, io) = crate::record::prepare(&args.guest, args.snapshot.as_deref())?;
@@ -287,7 +287,8 @@ pub struct BackupArgs {
     /// The shared disk images, as the primary has them (attached when the backup goes live).
     #[arg(long)]
     disk: Vec<PathBuf>,
-    /// The switch the VM's NIC joins when the backup goes live (`switch:SOCKET`).
+    /// The NIC's link once the backup goes live: `switch:SOCKET` (an `ftvm switch`) or
+    /// `tap:NAME` (a TAP device on this host's bridge).
     #[arg(long)]
     net: Option<String>,
     /// Do not serve the guest's entropy device once live (give it if the primary had it).
@@ -594,8 +595,8 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// The VM runs here now: real time, the shared disk and the switch attached, requests a dead
-/// primary left unfinished issued again, the network told where the VM is now.
+/// The VM runs here now: real time, the shared disk and the NIC attached (`ftvm_ft::go_live`
+/// announces the VM and reissues what the dead primary left pending).
 fn go_live(
     mut machine: Machine,
     mut io: IoBackends,
@@ -604,26 +605,16 @@ fn go_live(
     mut vm: FtVm,
     pending_console: &[u8],
 ) -> Result<i32> {
-    if let Some(net) = &args.net {
-        let Some(path) = net.strip_prefix("switch:") else {
-            bail!("--net {net}: a backup joins a switch (switch:SOCKET)");
-        };
-        let port = ftvm_net::Port::connect(Path::new(path))
-            .with_context(|| format!("going live: cannot join the switch at {path}"))?;
-        for frame in ftvm_ft::announce::announcements(args.mac, ip) {
-            port.send(&frame);
-        }
-        io.nets.insert(args.disk.len() as u8, port);
-    }
-    let reissued = ftvm_ft::follow::reissue_pending_io(&mut machine, &mut io);
-    emit(Event::Live {
-        generation: vm.generation(),
-        icount: machine.icount(),
-        disks: args.disk.len(),
-        net: args.net.clone(),
-        reissued,
-        announced: ip,
-    });
+    let nic = match &args.net {
+        Some(net) => Some(ftvm_ft::LiveNic {
+            slot: args.disk.len() as u8,
+            port: crate::guest::open_nic(net).context("going live: cannot attach the NIC")?,
+            name: net.clone(),
+            mac: args.mac,
+        }),
+        None => None,
+    };
+    ftvm_ft::go_live(&mut machine, &mut io, vm.generation(), nic, ip);
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

@@ -97,6 +97,17 @@ impl GuestArgs {
     }
 }
 
+/// The link behind a NIC named `switch:SOCKET` or `tap:NAME`.
+pub fn open_nic(net: &str) -> Result<ftvm_net::Port> {
+    Ok(if let Some(path) = net.strip_prefix("switch:") {
+        ftvm_net::Port::connect(std::path::Path::new(path))?
+    } else if let Some(name) = net.strip_prefix("tap:") {
+        ftvm_net::Port::tap(name)?
+    } else {
+        bail!("--net {net}: expected switch:SOCKET or tap:NAME");
+    })
+}
+
 /// The virtio devices for `args`, slot by slot (disks first, then the entropy source), and the
 /// host backends serving them.
 pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host::IoBackends)> {
@@ -112,13 +123,7 @@ pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host:
         )));
     }
     if let Some(net) = &args.net {
-        let port = if let Some(path) = net.strip_prefix("switch:") {
-            ftvm_net::Port::connect(std::path::Path::new(path))?
-        } else if let Some(name) = net.strip_prefix("tap:") {
-            ftvm_net::Port::tap(name)?
-        } else {
-            bail!("--net {net}: expected switch:SOCKET or tap:NAME");
-        };
+        let port = open_nic(net)?;
         io.nets.insert(devices.len() as u8, port);
         devices.push(ftvm_virtio::Device::Net(ftvm_virtio::Net { mac: args.mac }));
     }

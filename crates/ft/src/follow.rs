@@ -294,18 +294,6 @@ fn reconnect(
     Ok((c, h))
 }
 
-/// Issues again, on this side's devices, the I/O a dead primary left unfinished (its
-/// completions never reached the log, so the guest still waits for them); the count issued.
-pub fn reissue_pending_io(machine: &mut Machine, io: &mut ftvm_host::IoBackends) -> usize {
-    let pending = machine.outstanding_io();
-    for (slot, request) in &pending {
-        if let Some(done) = io.serve(*slot, request) {
-            machine.apply(&done);
-        }
-    }
-    pending.len()
-}
-
 /// How a migration's receiving side starts.
 pub enum TakeOver {
     /// The backup reconnected: the pair goes on at the same generation.

@@ -10,7 +10,8 @@
 //! [`FtVm`] is a VM's observer for its whole life: alone, cloning, paired, alone again, so
 //! redundancy comes back after a failover and either side of a pair can move. [`role`] holds
 //! the backup's decisions as typed phases and the one [`claim`] step every side takes;
-//! [`follow`] runs the backup's life on them, and every step is a typed [`Event`].
+//! [`follow`] runs the backup's life on them, [`live`] the moment a side goes live, and every
+//! step is a typed [`Event`].
 //!
 //! Invariants: an output leaves the primary only after the backup holds the log up to it, or
 //! after the primary won the test-and-set; the loser of a test-and-set never shows another
@@ -27,6 +28,7 @@ pub mod control;
 mod etcd;
 pub mod event;
 pub mod follow;
+pub mod live;
 mod primary;
 pub mod role;
 pub mod rule;
@@ -50,6 +52,7 @@ pub use event::{Event, emit};
 pub use follow::{
     BackupEnd, BackupHost, FollowError, GoLive, Joined, Pass, TakeOver, follow, take_over,
 };
+pub use live::{LiveNic, go_live};
 pub use primary::{BackupLost, FtPrimary, PrimaryConfig};
 pub use role::{BackupPhase, Claim, PassEnd, Stop, claim};
 pub use rule::{BackupRule, Bugs, PrimaryPhase, PrimaryRule, Release};

@@ -525,7 +525,7 @@ impl World {
                 }
                 // The dead primary's unfinished disk requests (their completions never reached
                 // the log, so the guest still waits): issued again, as `ftvm backup` does when
-                // it goes live (`ftvm_ft::follow::reissue_pending_io`).
+                // it goes live (`ftvm_ft::live::reissue_pending_io`).
                 p.reissue_io();
                 self.hosts[h] = Host::Primary(Box::new(p));
                 self.inbox[h].clear();
