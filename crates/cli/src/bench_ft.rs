@@ -43,6 +43,10 @@ pub struct FtBench {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run the FT channel in the clear (`--insecure`) instead of sealed with Noise: what the
+    /// encryption costs.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -98,6 +102,9 @@ fn one(ft: bool, rep: usize, args: &FtBench) -> Result<Run> {
     );
     spec.ft = ft;
     spec.console_input = true;
+    if args.insecure {
+        spec.ft_args.push("--insecure".into());
+    }
     let mut pair = Pair::start(&spec)?;
     pair.wait_ready(Duration::from_secs(600), |_, _| {})?;
     let mut run = Run {
@@ -224,7 +231,13 @@ pub fn run(args: FtBench) -> Result<()> {
     };
     println!(
         "FT against no FT, redis guest, 256 MiB, primary and backup as processes on this host, \
-         {} repetitions, median (min..max); redis-benchmark -c {} -n {}, pipelined -P {} -n {}:",
+         channel {}, {} repetitions, median (min..max); redis-benchmark -c {} -n {}, pipelined \
+         -P {} -n {}:",
+        if args.insecure {
+            "in the clear (--insecure)"
+        } else {
+            "sealed (Noise, pinned keys)"
+        },
         args.reps,
         args.clients,
         args.requests,

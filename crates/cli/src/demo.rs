@@ -74,6 +74,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         pair.backup().child.id(),
         spare.child.id()
     ));
+    say(&format!(
+        "the logging channel is sealed (Noise, keys pinned): every host holds {}, made by \
+         `ftvm keygen`; a host without it is refused",
+        dir.path().join("hosts.key").display()
+    ));
     let sides: Vec<String> = metrics.iter().map(|m| format!("side={m}")).collect();
     say(&format!(
         "status page: http://{}/?{} (Prometheus metrics at /metrics on each side)",

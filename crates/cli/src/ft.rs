@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ftvm_ft::{
     BackupEnd, BackupHost, BackupLink, CloneState, CloneStatus, Control, Etcd, Event, FollowError,
-    FtPrimary, FtVm, Joined, LockFile, Pass, PrimaryConfig, Role, TakeOver, TieBreaker, Timing,
-    emit,
+    FtPrimary, FtVm, Joined, LockFile, Pass, PrimaryConfig, Role, Security, TakeOver, TieBreaker,
+    Timing, emit,
 };
 use ftvm_host::{ClockMode, IoBackends, RunEnd};
 use ftvm_log::Reader;
@@ -62,9 +62,38 @@ pub struct FtArgs {
     /// (`/status.json`) at `HOST:PORT` (port 0 picks one and prints it).
     #[arg(long)]
     metrics: Option<String>,
+    /// This host's private key for the logging and clone channel (`ftvm keygen`).
+    #[arg(long, requires = "peer_keys", conflicts_with = "insecure")]
+    key: Option<PathBuf>,
+    /// A file of public keys (`.pub` from `ftvm keygen`) of the hosts this one accepts as
+    /// its peers; repeat for more. Any other host is refused before it gets a byte of the VM.
+    #[arg(long = "peer-key", requires = "key")]
+    peer_keys: Vec<PathBuf>,
+    /// Run the channel unauthenticated and in the clear: anyone who reaches the port can
+    /// take the backup's place and read the VM's inputs. Only on a network nobody else
+    /// reaches.
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl FtArgs {
+    /// How the channel is sealed: pinned keys, or in the clear if the operator said so.
+    fn security(&self) -> Result<Security> {
+        match (&self.key, self.insecure) {
+            (Some(key), _) => Ok(Security::Pinned(Arc::new(ftvm_ft::Keys::load(
+                key,
+                &self.peer_keys,
+            )?))),
+            (None, true) => Ok(Security::Insecure),
+            (None, false) => bail!(
+                "FT needs keys for its logging channel, so no other host can join it: run \
+                 `ftvm keygen --out HOST.key` on each host, then give --key HOST.key and \
+                 --peer-key with the other hosts' .pub files (or --insecure on a network \
+                 nobody else reaches)"
+            ),
+        }
+    }
+
     fn timing(&self) -> Result<Timing> {
         if self.heartbeat_ms == 0 || self.timeout_ms <= self.heartbeat_ms {
             bail!("--timeout-ms must be longer than --heartbeat-ms (and both above 0)");
@@ -112,6 +141,7 @@ impl FtArgs {
     /// The protocol's settings for a VM of `generation` whose lock records are named `lock`.
     fn config(&self, generation: u64, lock: String, role: &str) -> Result<PrimaryConfig> {
         Ok(PrimaryConfig {
+            security: self.security()?,
             generation,
             lock,
             who: who(role),
@@ -205,6 +235,8 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
              --net switch:SOCKET, or bridge a TAP device (--net tap:NAME)"
         );
     }
+    // Keys are checked before the guest is prepared: a wrong path fails at once.
+    args.ft.security()?;
     let (machine, header, io) = crate::record::prepare(&args.guest, args.snapshot.as_deref())?;
     let lock = FtArgs::lock_name(&args.guest.disk);
     let tb = args.ft.tiebreaker(&args.guest.disk, &lock)?;
@@ -226,7 +258,7 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
             control.update(|s| s.role = Role::PrimaryWaitingForBackup);
             let (listener, at) = ftvm_ft::bind_primary(listen)?;
             emit(Event::WaitingForBackup { at: at.to_string() });
-            let channel = ftvm_ft::accept_backup(&listener)?;
+            let channel = ftvm_ft::accept_backup(&listener, &cfg.security)?;
             control.update(|s| s.role = Role::Primary);
             emit(Event::BackupConnected { generation });
             let pair = FtPrimary::start(channel, &header, cfg, tb, control.clone())
@@ -306,6 +338,7 @@ pub struct BackupArgs {
 
 pub fn backup(args: BackupArgs) -> Result<i32> {
     let timing = args.ft.timing()?;
+    let security = args.ft.security()?;
     if args.ft.etcd.is_none() {
         // A wrong shared directory fails now, not when the primary is lost.
         args.ft.shared_dir(&args.disk)?;
@@ -323,7 +356,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     let joined = match (&args.connect, &args.listen) {
         (Some(addr), _) => {
             let mut channel =
-                ftvm_ft::connect_to_primary(addr, Duration::from_secs(args.patience))?;
+                ftvm_ft::connect_to_primary(addr, Duration::from_secs(args.patience), &security)?;
             let hello =
                 ftvm_ft::read_hello(&mut *channel, timing).context("the primary's hello")?;
             emit(Event::ConnectedToPrimary { addr: addr.clone() });
@@ -334,7 +367,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
             }
         }
         (None, Some(listen)) => {
-            let (listener, joined) = wait_for_clone(listen, timing, &control)?;
+            let (listener, joined) = wait_for_clone(listen, timing, &security, &control)?;
             if joined.hello.takeover {
                 return take_over(joined, listener, io, &args, control);
             }
@@ -345,6 +378,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     let mut host = ReplayHost {
         args: &args,
         control: control.clone(),
+        security,
     };
     match ftvm_ft::follow(&mut host, joined, timing, &control, &who("backup"))? {
         BackupEnd::Stopped(_) => Ok(0),
@@ -372,6 +406,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
 struct ReplayHost<'a> {
     args: &'a BackupArgs,
     control: Arc<Control>,
+    security: Security,
 }
 
 impl BackupHost for ReplayHost<'_> {
@@ -399,6 +434,10 @@ impl BackupHost for ReplayHost<'_> {
 
     fn clock(&self) -> Arc<dyn ftvm_ft::Clock> {
         ftvm_ft::SystemClock::shared()
+    }
+
+    fn security(&self) -> Security {
+        self.security.clone()
     }
 }
 
@@ -490,6 +529,7 @@ fn replay_here(
 fn wait_for_clone(
     listen: &str,
     timing: Timing,
+    security: &Security,
     control: &Control,
 ) -> Result<(std::net::TcpListener, Joined)> {
     let (listener, at) = ftvm_ft::bind_primary(listen)
@@ -498,7 +538,7 @@ fn wait_for_clone(
     control.update(|s| s.role = Role::Spare);
     emit(Event::WaitingForClone { at: at.to_string() });
     loop {
-        let mut channel = ftvm_ft::accept_backup(&listener)?;
+        let mut channel = ftvm_ft::accept_backup(&listener, security)?;
         let from = channel.peer();
         let hello = match ftvm_ft::read_hello(&mut *channel, timing) {
             Ok(h) => h,
@@ -634,6 +674,29 @@ fn go_live(
         log_end_delivered: delivered,
     });
     Ok(exit_status(end))
+}
+
+#[derive(clap::Args)]
+pub struct KeygenArgs {
+    /// Where this host's private key goes (owner-only; never over an existing file); the
+    /// public key goes beside it with `.pub` added, for the other hosts' --peer-key.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `ftvm keygen`: a static key for the FT channel.
+pub fn keygen(args: KeygenArgs) -> Result<i32> {
+    let keys = ftvm_ft::Keys::generate()?;
+    let public = keys.write(&args.out)?;
+    println!(
+        "wrote {} (private: keep it on this host) and {} (give it to the other hosts: \
+         --peer-key {})\n{}",
+        args.out.display(),
+        public.display(),
+        public.display(),
+        std::fs::read_to_string(&public)?.trim()
+    );
+    Ok(0)
 }
 
 #[derive(clap::Args)]

@@ -218,6 +218,23 @@ pub struct Pair {
     pub former: Vec<Side>,
 }
 
+/// `--key` and `--peer-key` for every host of a pair in `dir`: one key all of them hold (made
+/// once, kept for later pairs in the same directory).
+pub fn channel_keys(dir: &Path) -> Result<Vec<String>> {
+    let key = dir.join("hosts.key");
+    let public = ftvm_ft::secure::public_path(&key);
+    if !key.exists() || !public.exists() {
+        let _ = std::fs::remove_file(&key);
+        ftvm_ft::Keys::generate()?.write(&key)?;
+    }
+    Ok(vec![
+        "--key".into(),
+        key.display().to_string(),
+        "--peer-key".into(),
+        public.display().to_string(),
+    ])
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -274,6 +291,10 @@ impl Pair {
     /// a fresh copy of the redis disk, and the backup connected to it.
     pub fn start(spec: &PairSpec) -> Result<Pair> {
         std::fs::create_dir_all(&spec.dir)?;
+        let mut ft_args = spec.ft_args.clone();
+        if !ft_args.iter().any(|a| a == "--insecure" || a == "--key") {
+            ft_args.extend(channel_keys(&spec.dir)?);
+        }
         let disk = spec.dir.join("redis.img");
         match &spec.snapshot {
             None => ftvm_image::copy_root_disk(&spec.guest, &disk)
@@ -329,7 +350,7 @@ impl Pair {
             None => primary_args.extend(["--firmware".into(), spec.firmware.clone()]),
         }
         if spec.ft {
-            primary_args.extend(spec.ft_args.iter().cloned());
+            primary_args.extend(ft_args.iter().cloned());
         }
         primary_args.extend(spec.primary_args.iter().cloned());
         let mut primary = spawn(
@@ -351,7 +372,7 @@ impl Pair {
             dir: spec.dir.clone(),
             disk: disk.clone(),
             net: net.clone(),
-            ft_args: spec.ft_args.clone(),
+            ft_args,
             former: Vec::new(),
         };
         if !spec.ft || !spec.initial_backup {

@@ -78,6 +78,9 @@ enum Command {
     /// Talk to a running primary or backup: `status`, `poweroff` (both sides stop, no
     /// failover), `add-backup` (a live clone into a spare) or `migrate` (move the primary).
     Ctl(ft::CtlArgs),
+    /// Make this host's key for the FT channel (`--key`), and its public half for the other
+    /// hosts (`--peer-key`).
+    Keygen(ft::KeygenArgs),
     /// Failover after failover of the redis guest at seeded random moments and loads, every
     /// acknowledged write checked each time.
     Stress(stress::StressArgs),
@@ -152,6 +155,7 @@ fn dispatch(cmd: Command) -> Result<i32> {
         Command::Primary(args) => ft::primary(args),
         Command::Backup(args) => ft::backup(args),
         Command::Ctl(args) => ft::ctl(args),
+        Command::Keygen(args) => ft::keygen(args),
         Command::Stress(args) => stress::run(args),
         Command::Sim(args) => sim::run(args),
     }

@@ -14,6 +14,8 @@ mod metrics;
 #[allow(dead_code)]
 #[path = "../src/resp.rs"]
 mod resp;
+#[path = "ft/security.rs"]
+mod security;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -229,21 +231,30 @@ fn a_killed_backup_leaves_the_primary_serving_alone() {
 }
 
 /// A TCP relay for the logging channel that a test can cut while both ends stay up (a
-/// network partition: no FIN, no RST, just silence).
+/// network partition: no FIN, no RST, just silence), or make flip one bit of what the backup
+/// sends next (an attacker on the path forging an ack).
 struct Relay {
     cut: Arc<AtomicBool>,
+    flip: Arc<AtomicBool>,
 }
 
 impl Relay {
     fn start(to: String) -> (Relay, String) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let at = listener.local_addr().unwrap().to_string();
-        let cut = Arc::new(AtomicBool::new(false));
-        let c = cut.clone();
+        let (cut, flip) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (c, f) = (cut.clone(), flip.clone());
         std::thread::spawn(move || {
             let (a, _) = listener.accept().unwrap();
             let b = std::net::TcpStream::connect(&to).unwrap();
-            for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+            let ways = [
+                (a.try_clone().unwrap(), b.try_clone().unwrap(), Some(f)),
+                (b, a, None),
+            ];
+            for (mut from, mut into, flip) in ways {
                 let c = c.clone();
                 std::thread::spawn(move || {
                     use std::io::{Read, Write};
@@ -251,6 +262,12 @@ impl Relay {
                     while let Ok(n) = from.read(&mut buf) {
                         if n == 0 {
                             break;
+                        }
+                        if flip
+                            .as_ref()
+                            .is_some_and(|f| f.swap(false, Ordering::Relaxed))
+                        {
+                            buf[n - 1] ^= 0x10;
                         }
                         // Cut: bytes are swallowed, the connection stays open.
                         if !c.load(Ordering::Relaxed) && into.write_all(&buf[..n]).is_err() {
@@ -260,7 +277,7 @@ impl Relay {
                 });
             }
         });
-        (Relay { cut }, at)
+        (Relay { cut, flip }, at)
     }
 }
 
@@ -444,6 +461,7 @@ fn start_primary(dir: &std::path::Path) -> (Child, String) {
         .args(["--append", "console=ttyS0 earlycon=sbi ftvm.init=poweroff"])
         .args(["--checkpoint-interval", "50000000", "--shared-dir"])
         .arg(dir)
+        .args(ft_pair::channel_keys(dir).unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -476,6 +494,7 @@ fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
     let backup = ftvm_json()
         .args(["backup", "--connect", &addr, "--shared-dir"])
         .arg(&dir)
+        .args(ft_pair::channel_keys(&dir).unwrap())
         .output()
         .unwrap();
     assert!(primary.wait().unwrap().success());
@@ -500,6 +519,7 @@ fn a_backup_goes_live_when_its_primary_dies_mid_boot_and_finishes_the_boot() {
     let backup = ftvm_json()
         .args(["backup", "--connect", &addr, "--shared-dir"])
         .arg(&dir)
+        .args(ft_pair::channel_keys(&dir).unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -15,7 +15,6 @@
 //! the primary as it was; the receiver never goes live without a whole machine.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -154,7 +153,7 @@ pub struct CloneJob {
     /// Time the VM's thread spent copying pages.
     copying: Duration,
     timing: Timing,
-    stream: Arc<Mutex<Option<TcpStream>>>,
+    stream: Arc<Mutex<Option<crate::transport::Connection>>>,
     sender: Option<JoinHandle<io::Result<()>>>,
     acks: Option<JoinHandle<io::Result<()>>>,
 }
@@ -183,6 +182,7 @@ impl CloneJob {
         ram_size: u64,
         takeover: Option<bool>,
         timing: Timing,
+        security: crate::secure::Security,
     ) -> io::Result<CloneJob> {
         let (tx, rx) = sync_channel(QUEUE);
         let shared = Arc::new(Shared {
@@ -203,7 +203,7 @@ impl CloneJob {
         let sender = std::thread::Builder::new()
             .name("clone-sender".into())
             .spawn(move || {
-                let r = send_clone(&to, hello, rx, &s1, &st1, timing);
+                let r = send_clone(&to, &security, hello, rx, &s1, &st1, timing);
                 if let Err(e) = &r {
                     s1.fail(CloneFailure::Sending {
                         to: to.clone(),
@@ -333,7 +333,7 @@ impl CloneJob {
             return;
         }
         let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(s) = stream.as_ref().and_then(|s| s.try_clone().ok()) else {
+        let Some(s) = stream.as_ref().and_then(|s| s.duplicate().ok()) else {
             return;
         };
         drop(stream);
@@ -406,9 +406,8 @@ impl CloneJob {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .and_then(|s| s.try_clone().ok())
+            .and_then(|s| s.duplicate().ok())
             .ok_or_else(|| Arc::new(CloneFailure::ChannelGone))?;
-        let stream = Box::new(stream);
         Ok(Handoff {
             stream,
             sender,
@@ -438,17 +437,18 @@ impl Drop for CloneJob {
 
 fn send_clone(
     target: &str,
+    security: &crate::secure::Security,
     hello: ToBackup,
     rx: Receiver<Piece>,
     shared: &Shared,
-    slot: &Mutex<Option<TcpStream>>,
+    slot: &Mutex<Option<crate::transport::Connection>>,
     timing: Timing,
 ) -> io::Result<()> {
-    let mut s = crate::channel::connect_to_backup(target)?;
+    let mut s = crate::channel::connect_to_backup(target, security)?;
     // A backup that stops reading must not hang the clone forever.
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     hello.write(&mut s)?;
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.try_clone()?);
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.duplicate()?);
     loop {
         match rx.recv_timeout(timing.heartbeat) {
             Ok(Piece::Pages(batch)) => {
@@ -472,7 +472,11 @@ fn send_clone(
     }
 }
 
-fn read_acks(mut s: TcpStream, shared: &Shared, timeout: Duration) -> io::Result<()> {
+fn read_acks(
+    mut s: crate::transport::Connection,
+    shared: &Shared,
+    timeout: Duration,
+) -> io::Result<()> {
     s.set_read_timeout(Some(timeout))?;
     loop {
         match ToPrimary::read(&mut s) {
@@ -588,7 +592,16 @@ mod tests {
             m.state_hash()
         });
         let m = &mut Machine::blank(16 << 20).unwrap();
-        let mut job = CloneJob::start(&at, 3, "vm", 16 << 20, None, Timing::default()).unwrap();
+        let mut job = CloneJob::start(
+            &at,
+            3,
+            "vm",
+            16 << 20,
+            None,
+            Timing::default(),
+            crate::secure::Security::Insecure,
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             assert!(Instant::now() < deadline, "the clone did not converge");

@@ -80,6 +80,9 @@ pub enum Event {
     ClonePages { pages: u64 },
     /// The cloned machine is rebuilt at `icount` and its state hash checked.
     CloneReceived { icount: u64, secs: f64 },
+    /// A connection to this side's channel port failed the handshake (no key, a key not
+    /// pinned, not this protocol) and was closed before anything of the VM was sent.
+    PeerRefused { peer: String, why: String },
     /// A clone broke off half-way; the spare waits again.
     CloneReceiveFailed { from: String, why: String },
     /// The backup replays the log of `generation` in lockstep.
@@ -219,6 +222,9 @@ impl fmt::Display for Event {
                 "clone complete in {secs:.2} s: machine rebuilt at instruction {icount}, state \
                  hash checked"
             ),
+            PeerRefused { peer, why } => {
+                write!(f, "refused a connection from {peer}: {why}")
+            }
             CloneReceiveFailed { from, why } => write!(
                 f,
                 "the clone from {from} failed: {why}; waiting for a primary again"

@@ -75,6 +75,8 @@ pub trait BackupHost {
     fn tiebreaker(&mut self, lock: &str) -> Result<Arc<dyn TieBreaker>, FollowError>;
     /// The clock failure detection and heartbeats run on.
     fn clock(&self) -> Arc<dyn Clock>;
+    /// How a reconnection to a moved primary is sealed.
+    fn security(&self) -> crate::secure::Security;
 }
 
 /// How a backup's life ended.
@@ -150,7 +152,7 @@ pub fn follow(
                     to: to.clone(),
                     icount,
                 });
-                match reconnect(&to, timing) {
+                match reconnect(&to, timing, &host.security()) {
                     Ok((c, h)) => {
                         (channel, hello) = (c, h);
                         received = Some(pass.machine);
@@ -288,8 +290,9 @@ fn lost_event(link: &BackupLink, icount: u64) -> Event {
 fn reconnect(
     to: &str,
     timing: Timing,
+    security: &crate::secure::Security,
 ) -> Result<(crate::transport::Connection, Hello), FollowError> {
-    let mut c = connect_to_primary(to, RECONNECT_PATIENCE)?;
+    let mut c = connect_to_primary(to, RECONNECT_PATIENCE, security)?;
     let h = read_hello(&mut *c, timing)?;
     Ok((c, h))
 }
@@ -328,7 +331,7 @@ pub fn take_over(
         backup_follows: hello.backup_follows,
     });
     let reconnected = if hello.backup_follows {
-        accept_within(&listener, RECONNECT_PATIENCE)
+        accept_within(&listener, RECONNECT_PATIENCE, &cfg.security)
     } else {
         None
     };
@@ -405,6 +408,10 @@ mod tests {
     }
 
     impl BackupHost for FakeHost {
+        fn security(&self) -> crate::secure::Security {
+            crate::secure::Security::Insecure
+        }
+
         fn replay(&mut self, link: &BackupLink, _: Option<Machine>) -> Result<Pass, FollowError> {
             while link.lost().is_none() {
                 std::thread::sleep(Duration::from_millis(5));
@@ -563,6 +570,7 @@ mod tests {
             max_lag: Duration::from_secs(1),
             checkpoint_interval: 0,
             clock: crate::SystemClock::shared(),
+            security: crate::secure::Security::Insecure,
         }
     }
 

@@ -471,6 +471,8 @@ pub struct PrimaryConfig {
     pub checkpoint_interval: u64,
     /// Failure detection's and the Output Rule's time.
     pub clock: Arc<dyn Clock>,
+    /// How the channels this VM opens (a live clone, a move) are sealed.
+    pub security: crate::secure::Security,
 }
 
 /// The primary's observer: records to the logging channel, enforces the Output Rule, detects
@@ -1004,6 +1006,7 @@ mod tests {
             max_lag: Duration::from_secs(1),
             checkpoint_interval: 0,
             clock: crate::SystemClock::shared(),
+            security: crate::secure::Security::Insecure,
         };
         let header = ftvm_log::LogHeader {
             start: ftvm_log::StartState::Transferred { icount: 0 },

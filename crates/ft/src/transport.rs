@@ -2,7 +2,7 @@
 //! trait, so that what carries the log is chosen outside them.
 //!
 //! `ftvm primary` and `ftvm backup` carry it over TCP; the drivers' own tests also run them
-//! over a Unix socket pair in one process; an encrypted channel is a third implementation.
+//! over a Unix socket pair in one process; `secure` seals either with Noise.
 //! What the drivers need beyond reading and writing is what lets the VM's thread never block
 //! on the channel: a look at whether the send queue takes a message now, a read of whatever
 //! has arrived without waiting, and a descriptor to wait on next to the guest's own.
@@ -26,6 +26,8 @@ pub trait Transport: Read + Write + AsFd + Send + Sync {
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     /// Blocking reads give up after `timeout` (`None`: never).
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Blocking writes give up after `timeout` (`None`: never).
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Whether `bytes` more (and a message header) fit in the send queue now, so that a write
     /// cannot block.
     fn has_room(&self, bytes: usize) -> bool;
@@ -59,6 +61,10 @@ macro_rules! socket_transport {
 
             fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
                 <$socket>::set_read_timeout(self, timeout)
+            }
+
+            fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+                <$socket>::set_write_timeout(self, timeout)
             }
 
             fn has_room(&self, bytes: usize) -> bool {

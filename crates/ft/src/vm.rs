@@ -245,6 +245,7 @@ impl FtVm {
             ram_size,
             takeover,
             self.cfg.timing,
+            self.cfg.security.clone(),
         );
         match job {
             Ok(job) => {
@@ -700,6 +701,7 @@ mod tests {
             max_lag: Duration::from_secs(1),
             checkpoint_interval: 0,
             clock: crate::SystemClock::shared(),
+            security: crate::secure::Security::Insecure,
         };
         let control = Control::new(Role::PrimaryAlone, 1);
         *control.add_backup.lock().unwrap() = Some(at.to_string());

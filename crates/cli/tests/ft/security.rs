@@ -1,0 +1,253 @@
+//! The logging channel admits only pinned hosts: what a stranger on the network can do to a
+//! pair with real processes (`ftvm primary`/`backup`, real TCP) — connect without a key, with
+//! a wrong key, or flip a bit on the path.
+
+use std::io::{Read, Write};
+
+use super::*;
+
+fn keygen(path: &std::path::Path) {
+    let out = ftvm()
+        .arg("keygen")
+        .arg("--out")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ftvm-public-key "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+fn refusals(log: &str) -> Vec<String> {
+    events(log)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PeerRefused { why, .. } => Some(why),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ft_without_keys_is_refused_unless_the_operator_says_insecure() {
+    let dir = shared_dir("ft-no-keys");
+    let out = ftvm()
+        .args([
+            "primary",
+            "--listen",
+            "127.0.0.1:0",
+            "--firmware",
+            "builtin",
+        ])
+        .arg("--shared-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ftvm keygen") && err.contains("--insecure"),
+        "{err}"
+    );
+    // A world-readable private key is refused too, saying how to fix it.
+    let key = dir.join("loose.key");
+    keygen(&key);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = ftvm()
+        .args(["backup", "--connect", "127.0.0.1:1", "--shared-dir"])
+        .arg(&dir)
+        .arg("--key")
+        .arg(&key)
+        .arg("--peer-key")
+        .arg(ftvm_ft::secure::public_path(&key))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("chmod 600"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A primary with keys waits for its backup. First come a process that connects and says
+/// nothing, one that sends bytes, an `ftvm backup --insecure`, and an `ftvm backup` with a key
+/// the primary does not pin: each is refused before it gets a byte, the keyless ones are told
+/// nothing, the wrong-key backup says clearly why it was refused. Then the real backup joins
+/// and replays the boot to its power-off in lockstep.
+#[test]
+fn strangers_are_refused_and_the_pinned_backup_replays_the_boot() {
+    guest_ready();
+    let _one = serial();
+    let dir = shared_dir("ft-strangers");
+    let (mut primary, addr, log) = start_primary_logged(&dir);
+
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    assert!(got.is_empty(), "a silent peer was sent {got:?}");
+
+    let mut chatty = std::net::TcpStream::connect(&addr).unwrap();
+    let _ = chatty.write_all(&[0, 64]);
+    let _ = chatty.write_all(&[0x55; 64]);
+    let mut got = Vec::new();
+    let _ = chatty.read_to_end(&mut got);
+    assert!(got.is_empty(), "a keyless peer was sent {got:?}");
+
+    let insecure = ftvm_json()
+        .args([
+            "backup",
+            "--connect",
+            &addr,
+            "--insecure",
+            "--patience",
+            "10",
+        ])
+        .arg("--shared-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!insecure.status.success(), "{}", text(&insecure.stderr));
+    assert!(
+        !any(&text(&insecure.stderr), |e| matches!(
+            e,
+            Event::Replaying { .. }
+        )),
+        "an insecure backup replayed the VM"
+    );
+
+    let wrong = dir.join("wrong.key");
+    keygen(&wrong);
+    let intruder = ftvm_json()
+        .args(["backup", "--connect", &addr, "--shared-dir"])
+        .arg(&dir)
+        .arg("--key")
+        .arg(&wrong)
+        .arg("--peer-key")
+        .arg(dir.join("hosts.key.pub"))
+        .output()
+        .unwrap();
+    let err = text(&intruder.stderr);
+    assert!(!intruder.status.success(), "{err}");
+    assert!(err.contains("does not pin this host's key"), "{err}");
+
+    // The primary says so once the stranger is gone: give its line a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let refused = refusals(&log.lock().unwrap());
+        if refused.len() >= 4 || Instant::now() > deadline {
+            break refused;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|w| w.contains("not among the pinned peer keys")),
+        "{refused:?}"
+    );
+
+    let backup = ftvm_json()
+        .args(["backup", "--connect", &addr, "--shared-dir"])
+        .arg(&dir)
+        .args(ft_pair::channel_keys(&dir).unwrap())
+        .output()
+        .unwrap();
+    assert!(primary.wait().unwrap().success());
+    let err = text(&backup.stderr);
+    assert!(backup.status.success(), "{err}");
+    assert!(
+        any(
+            &err,
+            |e| matches!(e, Event::PrimaryFinished { checkpoints, .. } if *checkpoints > 0)
+        ),
+        "{err}"
+    );
+}
+
+/// Like `start_primary`, keeping the primary's events for the test to read.
+fn start_primary_logged(dir: &std::path::Path) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = ftvm_json()
+        .args([
+            "primary",
+            "--listen",
+            "127.0.0.1:0",
+            "--firmware",
+            "builtin",
+        ])
+        .args(["--append", "console=ttyS0 earlycon=sbi ftvm.init=poweroff"])
+        .args(["--checkpoint-interval", "50000000", "--shared-dir"])
+        .arg(dir)
+        .args(ft_pair::channel_keys(dir).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = match Line::parse_all(&line).pop().map(|l| l.event) {
+        Some(Event::WaitingForBackup { at }) => at,
+        _ => panic!("the primary says where it listens first: {line}"),
+    };
+    let log = Arc::new(Mutex::new(line));
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut log = l.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, addr, log)
+}
+
+/// An attacker on the path flips one bit of what the backup sends (an ack) while a client
+/// writes: the primary does not take it, the channel is torn down as a failed one, exactly one
+/// side goes on, and every write the client saw acknowledged is there.
+#[test]
+fn a_flipped_bit_on_the_channel_is_a_channel_failure_and_nothing_is_lost() {
+    let _one = serial();
+    let mut spec = spec_ready("flip");
+    let relay: Arc<Mutex<Option<Relay>>> = Arc::default();
+    let r = relay.clone();
+    spec.via = Some(Box::new(move |primary: &str| {
+        let (relay, at) = Relay::start(primary.to_string());
+        *r.lock().unwrap() = Some(relay);
+        at
+    }));
+    let mut pair = start(&spec);
+    let mut redis = client(&pair);
+    let mut acked = Vec::new();
+    for k in 0..300u64 {
+        if k == 100 {
+            let relay = relay.lock().unwrap();
+            relay.as_ref().unwrap().flip.store(true, Ordering::Relaxed);
+        }
+        let r = redis.command(&["SET", &format!("key:{k}"), &k.to_string()]);
+        assert_eq!(r.unwrap(), Reply::Simple("OK".into()), "SET key:{k}");
+        acked.push(k);
+    }
+    assert!(check_keys(&mut redis, &acked).unwrap().is_empty());
+    let (p, b) = (pair.primary.log.text(), pair.backup().log.text());
+    assert!(
+        any(
+            &p,
+            |e| matches!(e, Event::BackupLost { why } if why.contains("failed authentication"))
+        ),
+        "the primary took a forged ack:\n{p}"
+    );
+    let primary_won = any(&p, |e| matches!(e, Event::ClaimWon { generation: 1, .. }));
+    let backup_won = live_as(&b, 2);
+    assert!(primary_won != backup_won, "primary:\n{p}\nbackup:\n{b}");
+    let loser = if primary_won {
+        &mut pair.backup.as_mut().unwrap().child
+    } else {
+        &mut pair.primary.child
+    };
+    assert_eq!(wait_exit(loser, 30).code(), Some(4));
+}
