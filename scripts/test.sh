@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 # redis-tools: the host-side redis-cli and redis-benchmark the redis guest is tested with.
 # etcd-server: the FT tie-breaker's etcd backend (tests start private servers on free ports).
 # chromium: the status page's test loads it headless and checks the DOM it builds.
+# qemu-utils (qemu-nbd), nbdkit: NBD servers the shared-disk client is tested against.
 packages=(cmake qemu-system-misc binutils-riscv64-linux-gnu gcc-riscv64-linux-gnu
           device-tree-compiler e2fsprogs xz-utils cpio ca-certificates debian-archive-keyring
-          redis-tools etcd-server chromium)
+          redis-tools etcd-server chromium qemu-utils nbdkit)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

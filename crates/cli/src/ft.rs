@@ -23,6 +23,11 @@ use ftvm_replay::Replayer;
 use crate::guest::GuestArgs;
 use crate::record::run_on_terminal;
 
+/// The NBD server and export of a `--disk nbd://...`, if it is one.
+fn nbd_target(disk: &Path) -> Option<ftvm_host::NbdTarget> {
+    ftvm_host::NbdTarget::parse(disk.to_str()?).ok()
+}
+
 /// Exit status of a side that lost the test-and-set and halted itself.
 pub const HALTED: i32 = 4;
 
@@ -104,19 +109,29 @@ impl FtArgs {
         })
     }
 
-    /// The name of the VM's lock records: its shared disk's file name.
+    /// The name of the VM's lock records: its shared disk's file (or NBD export) name.
     fn lock_name(disks: &[PathBuf]) -> String {
-        disks
-            .first()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "ftvm".into())
+        match disks.first() {
+            Some(d) => match nbd_target(d) {
+                Some(t) => t.name().to_string(),
+                None => d
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "ftvm".into()),
+            },
+            None => "ftvm".into(),
+        }
     }
 
     /// The directory of the lock records: beside the shared disk.
     fn shared_dir(&self, disks: &[PathBuf]) -> Result<PathBuf> {
         Ok(match (&self.shared_dir, disks.first()) {
             (Some(d), _) => d.clone(),
+            (None, Some(disk)) if nbd_target(disk).is_some() => bail!(
+                "{} is on an NBD server, which has no test-and-set for FT's tie-breaker: give \
+                 --etcd HOST:PORT (or --shared-dir DIR on storage both hosts share)",
+                disk.display()
+            ),
             (None, Some(disk)) => std::fs::canonicalize(disk)
                 .with_context(|| format!("cannot find the shared disk {}", disk.display()))?
                 .parent()
@@ -346,8 +361,8 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
     // The disks open now so a wrong path fails before the backup is needed, not at failover.
     let mut io = IoBackends::default();
     for (slot, path) in args.disk.iter().enumerate() {
-        let (disk, _) = ftvm_host::FileDisk::open(path, false)?;
-        io.disks.insert(slot as u8, Box::new(disk));
+        let (disk, _) = ftvm_host::open_disk(path)?;
+        io.disks.insert(slot as u8, disk);
     }
     io.entropy = !args.no_rng;
     let control = Control::new(Role::Backup, 0);

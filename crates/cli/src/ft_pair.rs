@@ -161,6 +161,9 @@ pub struct PairSpec {
     /// False: the primary starts alone (FT off) and gets a backup by a live clone
     /// (`Pair::add_backup`).
     pub initial_backup: bool,
+    /// Serve the shared disk from a storage server (`qemu-nbd`) instead of a file both sides
+    /// open: `--disk nbd://...` (the tie-breaker must then be etcd).
+    pub nbd: bool,
 }
 
 impl PairSpec {
@@ -179,6 +182,7 @@ impl PairSpec {
             snapshot: None,
             console_input: false,
             initial_backup: true,
+            nbd: false,
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct Pair {
     ft_args: Vec<String>,
     /// Sides that left the pair (failed over, retired, moved): still stopped on drop.
     pub former: Vec<Side>,
+    /// The storage server of an NBD shared disk.
+    pub storage: Option<Child>,
 }
 
 /// `--key` and `--peer-key` for every host of a pair in `dir`: one key all of them hold (made
@@ -233,6 +239,24 @@ pub fn channel_keys(dir: &Path) -> Result<Vec<String>> {
         "--peer-key".into(),
         public.display().to_string(),
     ])
+}
+
+/// Serves `image` over NBD as a storage host would (`qemu-nbd`, several clients at once: the
+/// primary, its backup, spares); the disk's URL and the server.
+pub fn serve_nbd(image: &Path) -> Result<(String, Child)> {
+    let port = free_port()?;
+    let child = Command::new("qemu-nbd")
+        .args("-f raw -x redis -b 127.0.0.1 -t -e 8 -p".split(' '))
+        .arg(port.to_string())
+        .arg(image)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run qemu-nbd (Debian's qemu-utils; scripts/test.sh installs it)")?;
+    wait_for("qemu-nbd", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    Ok((format!("nbd://127.0.0.1:{port}/redis"), child))
 }
 
 pub fn free_port() -> Result<u16> {
@@ -302,6 +326,12 @@ impl Pair {
             Some((_, from)) => ftvm_image::copy_sparse(from, &disk)
                 .with_context(|| format!("cannot copy {}", from.display()))?,
         }
+        let (disk, storage) = if spec.nbd {
+            let (url, server) = serve_nbd(&disk)?;
+            (PathBuf::from(url), Some(server))
+        } else {
+            (disk, None)
+        };
         let socket = spec.dir.join("switch.sock");
         let _ = std::fs::remove_file(&socket);
         let forward_port = free_port()?;
@@ -374,6 +404,7 @@ impl Pair {
             net: net.clone(),
             ft_args,
             former: Vec::new(),
+            storage,
         };
         if !spec.ft || !spec.initial_backup {
             return Ok(pair);
@@ -648,6 +679,9 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         let mut children = vec![&mut self.primary.child, &mut self.switch];
+        if let Some(s) = &mut self.storage {
+            children.push(s);
+        }
         if let Some(b) = &mut self.backup {
             children.push(&mut b.child);
         }

@@ -41,7 +41,8 @@ pub struct GuestArgs {
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub memory: u64,
     /// A raw disk image for a virtio-blk disk (repeat for more: /dev/vda, /dev/vdb, ...). The
-    /// guest writes to the file itself; a flush in the guest is an fsync on the host.
+    /// guest writes to the file itself; a flush in the guest is an fsync on the host. Or
+    /// `nbd://HOST[:PORT]/EXPORT`: the disk on an NBD server (a storage host).
     #[arg(long)]
     pub disk: Vec<PathBuf>,
     /// No virtio-rng entropy device (the guest then gathers entropy from timing, slowly).
@@ -114,8 +115,8 @@ pub fn devices(args: &GuestArgs) -> Result<(Vec<ftvm_virtio::Device>, ftvm_host:
     let mut devices = Vec::new();
     let mut io = ftvm_host::IoBackends::default();
     for (i, path) in args.disk.iter().enumerate() {
-        let (disk, size) = ftvm_host::FileDisk::open(path, false)?;
-        io.disks.insert(devices.len() as u8, Box::new(disk));
+        let (disk, size) = ftvm_host::open_disk(path)?;
+        io.disks.insert(devices.len() as u8, disk);
         devices.push(ftvm_virtio::Device::Block(ftvm_virtio::Block::new(
             size,
             &format!("ftvm-disk-{i}"),
@@ -170,7 +171,7 @@ fn prepare_redis(args: &mut GuestArgs) -> Result<RedisSetup> {
             args.disk.push(scratch.clone());
             unlink.push(scratch);
         }
-        Some(path) if !path.exists() => {
+        Some(path) if !path.exists() && !path.starts_with("nbd:") => {
             ftvm_image::copy_root_disk(&guest, path)
                 .with_context(|| format!("cannot create the redis disk {}", path.display()))?;
             eprintln!(

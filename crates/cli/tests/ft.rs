@@ -16,6 +16,8 @@ mod metrics;
 mod resp;
 #[path = "ft/security.rs"]
 mod security;
+#[path = "ft/storage.rs"]
+mod storage;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};

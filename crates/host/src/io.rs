@@ -24,6 +24,19 @@ pub enum DiskError {
     },
     #[error("disk image {path} is {size} bytes, not a whole number of 512-byte sectors")]
     Size { path: PathBuf, size: u64 },
+    #[error(transparent)]
+    Nbd(#[from] crate::nbd::NbdError),
+}
+
+/// Opens a VM disk named on the command line: an image file, or `nbd://HOST[:PORT]/EXPORT`
+/// (a shared disk on a storage host). The backend and its size in bytes.
+pub fn open_disk(disk: &Path) -> Result<(Box<dyn BlockBackend>, u64), DiskError> {
+    if let Some(url) = disk.to_str().filter(|d| d.starts_with("nbd://")) {
+        let (d, size) = crate::nbd::NbdDisk::open(url)?;
+        return Ok((Box::new(d), size));
+    }
+    let (d, size) = FileDisk::open(disk, false)?;
+    Ok((Box::new(d), size))
 }
 
 /// Where a block device's sectors live.

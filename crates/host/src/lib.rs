@@ -8,7 +8,9 @@
 //! an observer logs is everything needed to replay the run.
 
 pub mod io;
+pub mod nbd;
 pub mod runner;
 
-pub use io::{BlockBackend, DiskError, FileDisk, IoBackends, IoStats};
+pub use io::{BlockBackend, DiskError, FileDisk, IoBackends, IoStats, open_disk};
+pub use nbd::{NbdDisk, NbdError, NbdTarget};
 pub use runner::{ClockMode, Gate, Host, Observer, RunEnd, Runner, Stop};
