@@ -22,6 +22,10 @@ pub struct DemoArgs {
     /// off.
     #[arg(long)]
     shell: bool,
+    /// On a lab of hosts instead (root): network namespaces A (primary), B (backup), S (NBD
+    /// disk and etcd) and K (the client) on a Linux bridge, each VM's NIC a TAP device.
+    #[arg(long, conflicts_with = "shell")]
+    lab: bool,
     /// Seconds the client writes before the primary is killed.
     #[arg(long, default_value_t = 3.0)]
     kill_after: f64,
@@ -40,6 +44,9 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> Result<()> {
     if args.shell {
         return crate::demo_shell::run();
+    }
+    if args.lab {
+        return run_lab(args.keys_after);
     }
     say("fault tolerance on one machine: a switch, a primary and a backup process");
     let dir = tempfile::Builder::new().prefix("ftvm-demo-").tempdir()?;
@@ -245,6 +252,63 @@ fn failover(
     Ok(f)
 }
 
-fn say(s: &str) {
+/// `ftvm demo --lab`: the demo's failover on the lab, saying where each piece runs.
+fn run_lab(keys_after: u64) -> Result<()> {
+    use crate::lab::{CHANNEL_PORT, GUEST_IP, Lab, LabPair, addr, lab_snapshot};
+    let exe = std::env::current_exe()?;
+    let guest = crate::image::redis_guest(false)?;
+    let dir = tempfile::Builder::new().prefix("ftvm-lab-").tempdir()?;
+    say("a lab of hosts on this machine: network namespaces on a Linux bridge, 10.77.0.0/24");
+    let lab = Lab::up("ftvm-demo")?;
+    say("booting the redis guest once at its lab address, to start the pair from its snapshot");
+    let snapshot = lab_snapshot(&exe, &guest, dir.path())?;
+    let pair = LabPair::start(&exe, &lab, &dir.path().join("pair"), &snapshot, &[])?;
+    say(&format!(
+        "S {}: etcd (the tie-breaker) and qemu-nbd serving the shared disk as {}",
+        addr("S"),
+        pair.disk_url
+    ));
+    say(&format!(
+        "A {}: the primary (pid {}), its NIC the TAP vm0 on A's bridge; B {}: the backup (pid \
+         {}), replaying over the sealed channel to A:{CHANNEL_PORT}",
+        addr("A"),
+        pair.primary.child.id(),
+        addr("B"),
+        pair.backup.child.id()
+    ));
+    crate::ft_pair::wait_for("the backup on B", Duration::from_secs(120), || {
+        pair.primary
+            .log
+            .has(|e| matches!(e, ftvm_ft::Event::BackupConnected { .. }))
+    })?;
+    say(&format!(
+        "K {}: a client connects to the guest's own address {GUEST_IP}:6379 (kernel TCP, \
+         through the LAN bridge)",
+        addr("K")
+    ));
+    let mut pair = pair;
+    let primary = &mut pair.primary.child;
+    let acked = lab.in_host("K", || -> Result<usize> {
+        let mut w = crate::ft_load::Writer::on(crate::resp::Redis::connect_to(
+            &format!("{GUEST_IP}:6379"),
+            Duration::from_secs(30),
+        )?)?;
+        w.write(200)?;
+        say("200 keys written and acknowledged; killing the primary on A (SIGKILL)");
+        primary.kill()?;
+        w.write(keys_after as usize)?;
+        w.check()?;
+        Ok(w.acked())
+    })??;
+    say(&format!(
+        "the backup on B is live: {acked} keys acknowledged on one TCP connection, every one \
+         present, the connection never reset; B's TAP has sent {} frames (the guest's MAC moved \
+         to B's port on the LAN bridge)",
+        lab.tap_frames("B")?
+    ));
+    Ok(())
+}
+
+pub(crate) fn say(s: &str) {
     println!("ftvm demo: {s}");
 }

@@ -199,7 +199,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn connect(pair: &Pair) -> Result<Writer> {
-        let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(30))?;
+        Self::on(Redis::connect(pair.forward_port, Duration::from_secs(30))?)
+    }
+
+    /// A writer on an open connection.
+    pub fn on(mut redis: Redis) -> Result<Writer> {
         let run_id = server_run_id(&mut redis)?;
         Ok(Writer {
             redis,

@@ -79,6 +79,16 @@ pub fn save_ready_snapshot(
     guest: &ftvm_image::RedisGuest,
     dir: &Path,
 ) -> Result<(PathBuf, PathBuf)> {
+    save_ready_snapshot_with(exe, guest, dir, &[])
+}
+
+/// [`save_ready_snapshot`] with more `ftvm run` arguments (e.g. the guest's address).
+pub fn save_ready_snapshot_with(
+    exe: &Path,
+    guest: &ftvm_image::RedisGuest,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<(PathBuf, PathBuf)> {
     let (disk, snap) = (dir.join("redis.img"), dir.join("ready.snap"));
     ftvm_image::copy_root_disk(guest, &disk)?;
     let out = Command::new(exe)
@@ -92,6 +102,7 @@ pub fn save_ready_snapshot(
             "--save-snapshot",
         ])
         .arg(&snap)
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .context("cannot run ftvm")?;
@@ -266,8 +277,15 @@ pub fn free_port() -> Result<u16> {
 }
 
 fn spawn(exe: &Path, args: &[String], echo: bool, control: PathBuf, input: bool) -> Result<Side> {
-    let mut child = Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    spawn_side(cmd, echo, control, input)
+}
+
+/// Starts `cmd` (an ftvm side, perhaps wrapped, e.g. in `ip netns exec`) printing JSON events,
+/// its console and log captured.
+pub fn spawn_side(mut cmd: Command, echo: bool, control: PathBuf, input: bool) -> Result<Side> {
+    let mut child = cmd
         .stdin(if input { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -299,7 +317,7 @@ fn announced(
     addr().with_context(|| format!("{who} failed:\n{}", side.log.text()))
 }
 
-fn wait_for(what: &str, patience: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+pub fn wait_for(what: &str, patience: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while !ready() {
         if start.elapsed() > patience {

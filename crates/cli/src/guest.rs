@@ -55,6 +55,14 @@ pub struct GuestArgs {
     /// The NIC's MAC address.
     #[arg(long, default_value = "52:54:00:12:34:56", value_parser = parse_mac)]
     pub mac: [u8; 6],
+    /// With `--guest redis`: its address on the network, `ADDR/PREFIX` (default 10.0.2.15/24,
+    /// behind the switch's gateway), e.g. an address of the LAN its TAP is bridged to.
+    #[arg(long)]
+    pub guest_ip: Option<String>,
+    /// With `--guest redis`: its default gateway (default 10.0.2.2 with the default address,
+    /// none with --guest-ip).
+    #[arg(long, requires = "guest_ip")]
+    pub guest_gw: Option<String>,
     /// With `--guest redis` and no `--net`: the host ports its own switch forwards (default
     /// `tcp:127.0.0.1:6379=10.0.2.15:6379`). Repeatable.
     #[arg(long, conflicts_with = "net")]
@@ -93,6 +101,8 @@ impl GuestArgs {
             no_rng: false,
             net: None,
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            guest_ip: None,
+            guest_gw: None,
             forward: Vec::new(),
         }
     }
@@ -158,6 +168,20 @@ fn prepare_redis(args: &mut GuestArgs) -> Result<RedisSetup> {
     let mut unlink = Vec::new();
     if args.append == DEFAULT_APPEND {
         args.append = ftvm_image::REDIS_APPEND.to_string();
+        if let Some(ip) = &args.guest_ip {
+            if !ip.contains('/') || ip.contains(char::is_whitespace) {
+                bail!("--guest-ip {ip}: expected ADDR/PREFIX, e.g. 10.77.0.100/24");
+            }
+            let words: Vec<String> = args
+                .append
+                .split(' ')
+                .filter(|w| !w.starts_with("ftvm.ip=") && !w.starts_with("ftvm.gw="))
+                .map(String::from)
+                .chain(std::iter::once(format!("ftvm.ip={ip}")))
+                .chain(args.guest_gw.iter().map(|gw| format!("ftvm.gw={gw}")))
+                .collect();
+            args.append = words.join(" ");
+        }
     }
     match args.disk.first() {
         None => {

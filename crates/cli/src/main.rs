@@ -19,6 +19,7 @@ mod ft_load;
 mod ft_pair;
 mod guest;
 mod image;
+mod lab;
 mod log_stats;
 mod record;
 mod resp;

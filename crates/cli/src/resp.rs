@@ -32,7 +32,12 @@ fn bad(what: String) -> io::Error {
 
 impl Redis {
     pub fn connect(port: u16, timeout: Duration) -> io::Result<Redis> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
+        Self::connect_to(&format!("127.0.0.1:{port}"), timeout)
+    }
+
+    /// Connects to redis at `addr` (`HOST:PORT`).
+    pub fn connect_to(addr: &str, timeout: Duration) -> io::Result<Redis> {
+        let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(timeout))?;
         Ok(Redis {

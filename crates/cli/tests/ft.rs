@@ -9,6 +9,10 @@ mod ft_load;
 #[allow(dead_code)]
 #[path = "../src/ft_pair.rs"]
 mod ft_pair;
+#[path = "ft/lab.rs"]
+mod lab;
+#[path = "../src/lab.rs"]
+mod lab_hosts;
 #[path = "ft/metrics.rs"]
 mod metrics;
 #[allow(dead_code)]

@@ -1,0 +1,134 @@
+//! FT on a lab of hosts (root: network namespaces on a Linux bridge, `scripts/lab.sh`): the
+//! primary on host A, its backup on B, the shared disk over NBD and the tie-breaker in etcd on
+//! S, the client on K talking to the guest's own address through the bridge with the kernel's
+//! TCP. Each VM's NIC is a TAP device on its host's bridge: no ftvm switch on the path.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, ensure};
+
+use super::*;
+use ft_load::Writer;
+use lab_hosts::{GUEST_IP, Lab, LabPair, lab_snapshot};
+use resp::Redis;
+
+fn snapshot() -> (PathBuf, PathBuf) {
+    static SNAPSHOT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    SNAPSHOT
+        .get_or_init(|| {
+            let dir = tmp("lab-ready");
+            let _ = std::fs::remove_dir_all(&dir);
+            lab_snapshot(env!("CARGO_BIN_EXE_ftvm").as_ref(), &redis_guest(), &dir).unwrap()
+        })
+        .clone()
+}
+
+fn start_pair(lab: &Lab, name: &str) -> LabPair {
+    let dir = tmp(&format!("lab-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = ["--timeout-ms", "1000"].map(String::from);
+    let pair = LabPair::start(
+        env!("CARGO_BIN_EXE_ftvm").as_ref(),
+        lab,
+        &dir,
+        &snapshot(),
+        &extra,
+    )
+    .unwrap();
+    let log = &pair.primary.log;
+    ft_pair::wait_for("the backup on B", Duration::from_secs(60), || {
+        log.has(|e| matches!(e, Event::BackupConnected { .. }))
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA:\n{}\nB:\n{}", log.text(), pair.backup.log.text()));
+    pair
+}
+
+/// The client on K: one connection to the guest's own address.
+fn client() -> Result<Writer> {
+    let at = format!("{GUEST_IP}:6379");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Redis::connect_to(&at, Duration::from_secs(30)) {
+            Ok(r) => return Writer::on(r),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn logs(pair: &LabPair) -> String {
+    format!(
+        "A:\n{}\nB:\n{}",
+        pair.primary.log.text(),
+        pair.backup.log.text()
+    )
+}
+
+/// SIGKILL of the primary's process on A while K writes: B goes live, its RARP and gratuitous
+/// ARP move the guest's MAC on the LAN bridge, and K's connection goes on with every
+/// acknowledged write there.
+#[test]
+fn in_the_lab_a_killed_primary_on_a_fails_over_to_b_across_the_bridge() {
+    let _one = serial();
+    let lab = Lab::up("ftvmt").unwrap();
+    let mut pair = start_pair(&lab, "kill");
+    let primary = &mut pair.primary.child;
+    let acked = lab
+        .in_host("K", || -> Result<usize> {
+            let mut w = client()?;
+            w.write(100)?;
+            primary.kill()?;
+            w.write(100)?;
+            w.check()?;
+            Ok(w.acked())
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&pair)));
+    assert_eq!(acked, 200);
+    assert!(
+        pair.disk_url.starts_with("nbd://10.77.0.20:"),
+        "{}",
+        pair.disk_url
+    );
+    let b = pair.backup.log.text();
+    assert!(live_as(&b, 2), "{b}");
+    assert!(lab.tap_frames("B").unwrap() > 0, "B's TAP carried nothing");
+}
+
+/// Host A cut from everything (its uplink down) while K writes: B cannot hear A, wins the
+/// generation in etcd on S and goes live; A, unable to reach etcd, never wins and its TAP
+/// sends nothing after the cut; K's writes all land.
+#[test]
+fn in_the_lab_a_primary_cut_from_everything_is_replaced_and_stays_silent() {
+    let _one = serial();
+    let lab = Lab::up("ftvmt").unwrap();
+    let pair = start_pair(&lab, "cut");
+    let result = lab
+        .in_host("K", || -> Result<(u64, u64)> {
+            let mut w = client()?;
+            w.write(50)?;
+            lab.cut(&["A"])?;
+            std::thread::sleep(Duration::from_millis(200));
+            let at_cut = lab.tap_frames("A")?;
+            w.write(100)?;
+            w.check()?;
+            std::thread::sleep(Duration::from_secs(1));
+            let later = lab.tap_frames("A")?;
+            ensure!(w.acked() == 150, "acked {}", w.acked());
+            Ok((at_cut, later))
+        })
+        .unwrap();
+    let (at_cut, later) = result.unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&pair)));
+    assert_eq!(
+        at_cut,
+        later,
+        "A's VM sent frames after the cut\n{}",
+        logs(&pair)
+    );
+    let (a, b) = (pair.primary.log.text(), pair.backup.log.text());
+    assert!(live_as(&b, 2), "{b}");
+    assert!(
+        !any(&a, |e| matches!(e, Event::ClaimWon { .. })),
+        "the cut-off primary won:\n{a}"
+    );
+}
