@@ -140,6 +140,9 @@ pub struct LabPair {
     pub primary: Side,
     pub backup: Side,
     pub disk_url: String,
+    /// What every ftvm side of this pair is given: disk, NIC, tie-breaker, keys.
+    pub common: Vec<String>,
+    dir: PathBuf,
     _storage: Vec<Service>,
 }
 
@@ -228,8 +231,27 @@ impl LabPair {
             primary,
             backup,
             disk_url,
+            common,
+            dir: dir.to_path_buf(),
             _storage: vec![nbd, etcd],
         })
+    }
+}
+
+impl LabPair {
+    /// A spare on `host` (`ftvm backup --listen`) waiting for a clone, answering on
+    /// `host.ctl`; its address.
+    #[allow(dead_code)]
+    pub fn start_spare(&self, exe: &Path, lab: &Lab, host: &str) -> Result<(Side, String)> {
+        let at = format!("{}:{CHANNEL_PORT}", addr(host));
+        let control = self.dir.join(format!("{host}.ctl"));
+        let mut spare = lab.on(host, exe);
+        spare
+            .args(["backup", "--listen", &at])
+            .args(&self.common)
+            .arg("--control")
+            .arg(&control);
+        Ok((spawn_side(spare, false, control, false)?, at))
     }
 }
 

@@ -132,3 +132,129 @@ fn in_the_lab_a_primary_cut_from_everything_is_replaced_and_stays_silent() {
         "the cut-off primary won:\n{a}"
     );
 }
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a child this test started and has not waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// A hung host: the primary's process on A is stopped (SIGSTOP) while K writes. B goes live;
+/// when A wakes it loses the claim and halts, and its TAP sends nothing it held.
+#[test]
+fn in_the_lab_a_frozen_primary_is_replaced_and_halts_silently_when_it_wakes() {
+    let _one = serial();
+    let lab = Lab::up("ftvmt").unwrap();
+    let mut pair = start_pair(&lab, "freeze");
+    let (primary, backup_log) = (&pair.primary.child, &pair.backup.log);
+    let result = lab
+        .in_host("K", || -> Result<(u64, u64)> {
+            let mut w = client()?;
+            w.write(50)?;
+            signal(primary, libc::SIGSTOP);
+            let frozen = lab.tap_frames("A")?;
+            w.write(100)?;
+            ft_pair::wait_for("B live", Duration::from_secs(30), || {
+                backup_log.has(|e| matches!(e, Event::Live { .. }))
+            })?;
+            signal(primary, libc::SIGCONT);
+            std::thread::sleep(Duration::from_secs(2));
+            w.write(10)?;
+            w.check()?;
+            Ok((frozen, lab.tap_frames("A")?))
+        })
+        .unwrap();
+    let (frozen, after) = result.unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&pair)));
+    assert_eq!(
+        frozen,
+        after,
+        "the woken primary sent frames\n{}",
+        logs(&pair)
+    );
+    assert_eq!(
+        wait_exit(&mut pair.primary.child, 30).code(),
+        Some(4),
+        "{}",
+        logs(&pair)
+    );
+    assert!(live_as(&pair.backup.log.text(), 2));
+}
+
+/// The A-B link cut while both still reach S: both claim the generation in etcd, exactly one
+/// wins and goes on serving K, the other halts; K's writes all land.
+#[test]
+fn in_the_lab_a_cut_between_a_and_b_lets_exactly_one_go_on() {
+    let _one = serial();
+    let lab = Lab::up("ftvmt").unwrap();
+    let mut pair = start_pair(&lab, "split");
+    let acked = lab
+        .in_host("K", || -> Result<usize> {
+            let mut w = client()?;
+            w.write(50)?;
+            lab.cut(&["A", "B"])?;
+            w.write(100)?;
+            w.check()?;
+            Ok(w.acked())
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&pair)));
+    assert_eq!(acked, 150);
+    let (a, b) = (pair.primary.log.text(), pair.backup.log.text());
+    let a_won = any(&a, |e| matches!(e, Event::ClaimWon { generation: 1, .. }));
+    let b_won = live_as(&b, 2);
+    assert!(a_won != b_won, "{}", logs(&pair));
+    let loser = if a_won {
+        &mut pair.backup.child
+    } else {
+        &mut pair.primary.child
+    };
+    assert_eq!(wait_exit(loser, 30).code(), Some(4), "{}", logs(&pair));
+}
+
+/// The storage host unreachable for a few seconds (no failover: the NBD client waits it out),
+/// then the backup on B taking over after a kill, a spare on C cloned in from B while K
+/// writes (redundancy back), and a second kill failing over to C: nothing lost.
+#[test]
+fn in_the_lab_storage_outage_then_failover_then_a_spare_restores_redundancy() {
+    let _one = serial();
+    let lab = Lab::up("ftvmt").unwrap();
+    let mut pair = start_pair(&lab, "spare");
+    let exe: &std::path::Path = env!("CARGO_BIN_EXE_ftvm").as_ref();
+    let (mut spare, at) = pair.start_spare(exe, &lab, "C").unwrap();
+    let backup_ctl = pair.backup.control.clone();
+    let (primary, backup) = (&mut pair.primary.child, &mut pair.backup.child);
+    let result = lab.in_host("K", || -> Result<usize> {
+        let mut w = client()?;
+        w.write(50)?;
+        lab.cut(&["S"])?;
+        w.write(50)?;
+        std::thread::sleep(Duration::from_secs(3));
+        lab.script(&["heal", "S"])?;
+        w.write(50)?;
+        primary.kill()?;
+        w.write(50)?;
+        let clone = ftvm()
+            .args(["ctl", "add-backup", "--socket"])
+            .arg(&backup_ctl)
+            .args(["--to", &at])
+            .output()?;
+        ensure!(
+            clone.status.success(),
+            "add-backup: {}",
+            text(&clone.stderr)
+        );
+        w.write(50)?;
+        backup.kill()?;
+        w.write(50)?;
+        w.check()?;
+        Ok(w.acked())
+    });
+    let acked = result
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\nC:\n{}", logs(&pair), spare.log.text()));
+    assert_eq!(acked, 300);
+    let c = spare.log.text();
+    assert!(live_as(&c, 4) || live_as(&c, 3), "{c}");
+    assert!(lab.tap_frames("C").unwrap() > 0);
+    let _ = spare.child.kill();
+    let _ = spare.child.wait();
+}
