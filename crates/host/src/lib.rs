@@ -12,5 +12,5 @@ pub mod nbd;
 pub mod runner;
 
 pub use io::{BlockBackend, DiskError, FileDisk, IoBackends, IoStats, open_disk};
-pub use nbd::{NbdDisk, NbdError, NbdTarget};
+pub use nbd::{NbdDisk, NbdError, NbdTarget, fuzz_nbd};
 pub use runner::{ClockMode, Gate, Host, Observer, RunEnd, Runner, Stop};

@@ -584,7 +584,9 @@ impl NbdDisk {
                     Err(e) => {
                         last = e.to_string();
                         tries += 1;
-                        std::thread::sleep(Duration::from_millis((50 << tries.min(5)).min(1000)));
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let backoff = Duration::from_millis((50 << tries.min(5)).min(1000));
+                        std::thread::sleep(backoff.min(left));
                         continue;
                     }
                 }
@@ -660,10 +662,87 @@ impl Drop for NbdDisk {
     }
 }
 
+/// Any byte string as what an NBD server sends: with a first byte even, as its handshake;
+/// odd, as its replies to a read after a valid handshake. Errors, never a panic, a hang or a
+/// buffer beyond the request.
+pub fn fuzz_nbd(data: &[u8]) {
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") else {
+        return;
+    };
+    let Ok(at) = l.local_addr() else { return };
+    let mut script = Vec::new();
+    if mode % 2 == 1 {
+        script.extend_from_slice(&NBDMAGIC.to_be_bytes());
+        script.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        script.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+        let reply = |s: &mut Vec<u8>, opt: u32, kind: u32, d: &[u8]| {
+            s.extend_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
+            s.extend_from_slice(&opt.to_be_bytes());
+            s.extend_from_slice(&kind.to_be_bytes());
+            s.extend_from_slice(&(d.len() as u32).to_be_bytes());
+            s.extend_from_slice(d);
+        };
+        reply(&mut script, OPT_STRUCTURED_REPLY, REP_ACK, &[]);
+        let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+        info.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        info.extend_from_slice(&(TFLAG_SEND_FLUSH | 1).to_be_bytes());
+        reply(&mut script, OPT_GO, REP_INFO, &info);
+        reply(&mut script, OPT_GO, REP_ACK, &[]);
+    }
+    script.extend_from_slice(data);
+    let server = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            // One connection: a reconnect finds nobody.
+            drop(l);
+            let _ = s.write_all(&script);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            // Drain what the client sends until it goes.
+            let _ = io::copy(&mut s, &mut io::sink());
+        }
+    });
+    let target = NbdTarget {
+        addr: at.to_string(),
+        export: "fuzz".into(),
+    };
+    // Reconnects find nobody: the patience is short and the listener gone.
+    if let Ok((mut d, size)) = NbdDisk::open_with(target, Duration::from_millis(20)) {
+        assert_eq!(size, 1 << 20, "a size nobody sent");
+        let mut buf = vec![0u8; 4096];
+        let _ = d.read_at(0, &mut buf);
+    }
+    let _ = server.join();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn garbage_from_a_server_is_an_error_not_a_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..200u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 120) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+            bytes.insert(0, round as u8);
+            // Some replies start right: a structured reply for the read's handle.
+            if round % 4 == 1 {
+                let mut head = STRUCTURED_REPLY_MAGIC.to_be_bytes().to_vec();
+                head.extend_from_slice(&(x as u16).to_be_bytes());
+                head.extend_from_slice(&((x >> 16) as u16 % 3).to_be_bytes());
+                head.extend_from_slice(&1u64.to_be_bytes());
+                head.extend_from_slice(&((x >> 32) as u32 % 5000).to_be_bytes());
+                bytes.splice(1..1, head);
+            }
+            fuzz_nbd(&bytes);
+        }
+    }
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
 
