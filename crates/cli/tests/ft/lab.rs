@@ -72,6 +72,19 @@ fn in_the_lab_a_killed_primary_on_a_fails_over_to_b_across_the_bridge() {
     let _one = serial();
     let lab = Lab::up("ftvmt").unwrap();
     let mut pair = start_pair(&lab, "kill");
+    // The real client, from K, against the guest's own address.
+    let bench = lab
+        .on("K", "redis-benchmark")
+        .args([
+            "-h", GUEST_IP, "-n", "2000", "-c", "4", "-t", "set,get", "-q",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&bench.stdout);
+    assert!(
+        bench.status.success() && said.contains("SET:") && said.contains("GET:"),
+        "{said}"
+    );
     let primary = &mut pair.primary.child;
     let acked = lab
         .in_host("K", || -> Result<usize> {
@@ -187,16 +200,19 @@ fn in_the_lab_a_cut_between_a_and_b_lets_exactly_one_go_on() {
     let lab = Lab::up("ftvmt").unwrap();
     let mut pair = start_pair(&lab, "split");
     let acked = lab
-        .in_host("K", || -> Result<usize> {
+        .in_host("K", || -> Result<(usize, u64)> {
             let mut w = client()?;
             w.write(50)?;
             lab.cut(&["A", "B"])?;
+            std::thread::sleep(Duration::from_millis(100));
+            let at_cut = lab.tap_frames("A")?;
             w.write(100)?;
             w.check()?;
-            Ok(w.acked())
+            Ok((w.acked(), at_cut))
         })
         .unwrap()
         .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&pair)));
+    let (acked, a_at_cut) = acked;
     assert_eq!(acked, 150);
     let (a, b) = (pair.primary.log.text(), pair.backup.log.text());
     let a_won = any(&a, |e| matches!(e, Event::ClaimWon { generation: 1, .. }));
@@ -208,6 +224,12 @@ fn in_the_lab_a_cut_between_a_and_b_lets_exactly_one_go_on() {
         &mut pair.primary.child
     };
     assert_eq!(wait_exit(loser, 30).code(), Some(4), "{}", logs(&pair));
+    // The loser's TAP sends nothing after the cut: B's never opened, A's stands still.
+    if a_won {
+        assert_eq!(lab.tap_frames("B").unwrap(), 0, "{}", logs(&pair));
+    } else {
+        assert_eq!(lab.tap_frames("A").unwrap(), a_at_cut, "{}", logs(&pair));
+    }
 }
 
 /// The storage host unreachable for a few seconds (no failover: the NBD client waits it out),
