@@ -49,6 +49,9 @@ pub enum BenchCommand {
     /// What watching costs: an FT redis pair with and without `--metrics` scraped every
     /// second (redis-benchmark rates, scrape latency).
     Metrics(crate::bench_metrics::MetricsBench),
+    /// FT on the lab of hosts (root): failover times at K over many kills and freezes, and
+    /// redis-benchmark from K without FT, sealed and in the clear (docs/lab.md).
+    Lab(crate::bench_lab::LabBench),
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +89,7 @@ pub fn command(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ft(args) => crate::bench_ft::run(args),
         BenchCommand::Clone(args) => crate::bench_clone::run(args),
         BenchCommand::Metrics(args) => crate::bench_metrics::run(args),
+        BenchCommand::Lab(args) => crate::bench_lab::run(args),
     }
 }
 

@@ -81,8 +81,28 @@ pub(crate) fn redis_benchmark_pipelined(
     clients: u32,
     pipeline: u32,
 ) -> Result<(f64, f64)> {
+    redis_benchmark_at("127.0.0.1", port, requests, clients, pipeline)
+}
+
+/// [`redis_benchmark_pipelined`] against redis at `host` (run from the calling thread's
+/// network namespace).
+pub(crate) fn redis_benchmark_at(
+    host: &str,
+    port: u16,
+    requests: u32,
+    clients: u32,
+    pipeline: u32,
+) -> Result<(f64, f64)> {
     let mut child = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-t", "set,get", "--csv"])
+        .args([
+            "-h",
+            host,
+            "-p",
+            &port.to_string(),
+            "-t",
+            "set,get",
+            "--csv",
+        ])
         .args(["-n", &requests.to_string(), "-c", &clients.to_string()])
         .args(["-P", &pipeline.max(1).to_string()])
         .stdout(Stdio::piped())

@@ -100,7 +100,27 @@ pub fn failover_watched(
     how: Fail,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Failover> {
-    let mut redis = Redis::connect(pair.forward_port, Duration::from_secs(30))?;
+    let redis = Redis::connect(pair.forward_port, Duration::from_secs(30))?;
+    failover_on(
+        redis,
+        load,
+        kill_after,
+        after,
+        &mut || fail(pair, how),
+        progress,
+    )
+}
+
+/// [`failover_watched`] on the connection `redis`, failing the primary by `fail` (a pair
+/// somewhere else: on the lab's hosts).
+pub fn failover_on(
+    mut redis: Redis,
+    load: Load,
+    kill_after: Duration,
+    after: usize,
+    fail: &mut dyn FnMut() -> Result<()>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Failover> {
     let run_id = server_run_id(&mut redis)?;
     if load == Load::Disk {
         let r = redis.command(&["CONFIG", "SET", "appendfsync", "always"])?;
@@ -119,7 +139,7 @@ pub fn failover_watched(
             if load == Load::Rewrite {
                 redis.command(&["BGREWRITEAOF"])?;
             }
-            fail(pair, how)?;
+            fail()?;
             failed = Some((Instant::now(), crate::ft_pair::unix_ms()));
             progress(Progress::Failed(acked.len()));
         }

@@ -156,53 +156,15 @@ impl LabPair {
         snapshot: &(PathBuf, PathBuf),
         extra: &[String],
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let disk = dir.join("redis.img");
-        ftvm_image::copy_sparse(&snapshot.1, &disk)?;
-        let s = addr("S");
-        let etcd_url = format!("http://{s}:2379");
-        let etcd = lab
-            .on("S", "etcd")
-            .arg("--data-dir")
-            .arg(dir.join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &etcd_url,
-                "--advertise-client-urls",
-                &etcd_url,
-            ])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run etcd on S (Debian's etcd-server)")?;
-        let etcd = Service(etcd);
-        let nbd = lab
-            .on("S", "qemu-nbd")
-            .args([
-                "-f", "raw", "-x", "redis", "-b", s, "-t", "-e", "8", "-p", "10809",
-            ])
-            .arg(&disk)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run qemu-nbd on S (Debian's qemu-utils)")?;
-        let nbd = Service(nbd);
-        for port in [2379u16, 10809] {
-            lab.in_host("K", || {
-                wait_for("storage on S", Duration::from_secs(20), || {
-                    std::net::TcpStream::connect((s, port)).is_ok()
-                })
-            })??;
-        }
-        let disk_url = format!("nbd://{s}:10809/redis");
-        let etcd_addr = format!("{s}:2379");
+        let (disk_url, etcd_addr, storage) = start_storage(lab, dir, snapshot)?;
         let mut common: Vec<String> = [
             "--disk", &disk_url, "--net", "tap:vm0", "--etcd", &etcd_addr,
         ]
         .map(String::from)
         .to_vec();
-        common.extend(channel_keys(dir)?);
+        if !extra.iter().any(|a| a == "--insecure") {
+            common.extend(channel_keys(dir)?);
+        }
         common.extend(extra.iter().cloned());
         let listen = format!("{}:{CHANNEL_PORT}", addr("A"));
         let mut primary = lab.on("A", exe);
@@ -233,7 +195,7 @@ impl LabPair {
             disk_url,
             common,
             dir: dir.to_path_buf(),
-            _storage: vec![nbd, etcd],
+            _storage: storage,
         })
     }
 }
@@ -262,6 +224,78 @@ impl Drop for LabPair {
             let _ = c.wait();
         }
     }
+}
+
+/// etcd and the NBD server (a copy of the snapshot's disk in `dir`) on S: the disk's URL,
+/// etcd's address, and the services.
+fn start_storage(
+    lab: &Lab,
+    dir: &Path,
+    snapshot: &(PathBuf, PathBuf),
+) -> Result<(String, String, Vec<Service>)> {
+    std::fs::create_dir_all(dir)?;
+    let disk = dir.join("redis.img");
+    ftvm_image::copy_sparse(&snapshot.1, &disk)?;
+    let s = addr("S");
+    let etcd_url = format!("http://{s}:2379");
+    let etcd = lab
+        .on("S", "etcd")
+        .arg("--data-dir")
+        .arg(dir.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+        ])
+        .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run etcd on S (Debian's etcd-server)")?;
+    let etcd = Service(etcd);
+    let nbd = lab
+        .on("S", "qemu-nbd")
+        .args([
+            "-f", "raw", "-x", "redis", "-b", s, "-t", "-e", "8", "-p", "10809",
+        ])
+        .arg(&disk)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run qemu-nbd on S (Debian's qemu-utils)")?;
+    let nbd = Service(nbd);
+    for port in [2379u16, 10809] {
+        lab.in_host("K", || {
+            wait_for("storage on S", Duration::from_secs(20), || {
+                std::net::TcpStream::connect((s, port)).is_ok()
+            })
+        })??;
+    }
+    Ok((
+        format!("nbd://{s}:10809/redis"),
+        format!("{s}:2379"),
+        vec![nbd, etcd],
+    ))
+}
+
+/// The same guest without FT (`ftvm run`) on A, its disk over NBD from S: what FT is
+/// measured against. The VM's side and the storage services.
+#[allow(dead_code)]
+pub fn start_solo(
+    exe: &Path,
+    lab: &Lab,
+    dir: &Path,
+    snapshot: &(PathBuf, PathBuf),
+) -> Result<(Side, Vec<Service>)> {
+    let (disk_url, _, storage) = start_storage(lab, dir, snapshot)?;
+    let control = dir.join("a.ctl");
+    let mut vm = lab.on("A", exe);
+    vm.args(["run", "--guest", "redis", "--snapshot"])
+        .arg(&snapshot.0)
+        .args(["--disk", &disk_url, "--net", "tap:vm0", "--control"])
+        .arg(&control);
+    Ok((spawn_side(vm, false, control, true)?, storage))
 }
 
 /// The redis guest at its ready line with the lab's address, saved once in `dir`.

@@ -8,6 +8,7 @@ mod bench_clone;
 mod bench_cpu;
 mod bench_ft;
 mod bench_guest;
+mod bench_lab;
 mod bench_metrics;
 mod bench_redis;
 mod bench_replay;
