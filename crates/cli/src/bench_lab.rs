@@ -26,6 +26,11 @@ pub struct LabBench {
     /// redis-benchmark requests per throughput row.
     #[arg(long, default_value_t = 20000)]
     requests: u32,
+    /// Give the clients on K this minimum TCP retransmission timeout (ms) on the LAN route
+    /// (Linux's default is 200 ms): how much of a failover the client's own retransmission
+    /// timer is.
+    #[arg(long)]
+    client_rto_min_ms: Option<u32>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -183,6 +188,14 @@ pub fn run(args: LabBench) -> Result<()> {
         .prefix("ftvm-bench-lab-")
         .tempdir()?;
     let lab = Lab::up("ftvm-bench")?;
+    if let Some(ms) = args.client_rto_min_ms {
+        let route = format!(
+            "ip route replace 10.77.0.0/24 dev eth0 proto kernel scope link src {} rto_min {ms}ms",
+            crate::lab::addr("K")
+        );
+        let ok = lab.on("K", "sh").args(["-c", &route]).status()?.success();
+        anyhow::ensure!(ok, "cannot set the clients' rto_min on K");
+    }
     let snapshot = lab_snapshot(&exe, &guest, &dir.path().join("snap"))?;
     let mut kills = Vec::new();
     for i in 0..args.kills {
@@ -254,9 +267,14 @@ fn print(kills: &[Kill], throughput: &[Throughput], args: &LabBench) {
     println!(
         "FT on the lab (docs/lab.md): primary on A, backup on B, disk over NBD and etcd on S, \
          the client on K; links undelayed where the kernel has no netem; {} failures under \
-         one-at-a-time SETs after {:.1} s of load",
+         one-at-a-time SETs after {:.1} s of load; the clients' minimum TCP retransmission \
+         timeout {}",
         kills.len(),
-        args.load_secs
+        args.load_secs,
+        match args.client_rto_min_ms {
+            Some(ms) => format!("{ms} ms"),
+            None => "Linux's 200 ms".into(),
+        }
     );
     println!();
     println!(

@@ -407,6 +407,8 @@ struct Sending {
     nonce: u64,
     /// A frame went out in part: the stream is out of step, nothing more may follow.
     broken: bool,
+    /// The sealed frame being written (kept: one allocation per connection, not per frame).
+    frame: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -416,6 +418,8 @@ struct Receiving {
     raw: Vec<u8>,
     /// Plaintext of authenticated frames not yet read (at most one frame's).
     plain: VecDeque<u8>,
+    /// Where a frame is opened (kept, like `Sending::frame`).
+    opened: Vec<u8>,
     failed: Option<String>,
 }
 
@@ -440,12 +444,12 @@ impl Receiving {
         if self.raw.len() < 2 + len {
             return Ok(false);
         }
-        let mut plain = vec![0u8; len];
-        match cipher.read_message(self.nonce, &self.raw[2..2 + len], &mut plain) {
+        self.opened.resize(len, 0);
+        match cipher.read_message(self.nonce, &self.raw[2..2 + len], &mut self.opened) {
             Ok(n) => {
                 self.nonce += 1;
                 self.raw.drain(..2 + len);
-                self.plain.extend(&plain[..n]);
+                self.plain.extend(&self.opened[..n]);
                 Ok(true)
             }
             Err(_) => {
@@ -495,8 +499,10 @@ fn read_with(
         if r.open_next(&shared.cipher)? {
             continue;
         }
-        let mut chunk = vec![0u8; r.wanted().max(4096)];
-        let n = fetch(&mut chunk)?;
+        // On the stack: the VM's thread polls for acks between slices, mostly finding none.
+        let mut chunk = [0u8; 16 << 10];
+        let want = r.wanted().clamp(4096, chunk.len());
+        let n = fetch(&mut chunk[..want])?;
         if n == 0 {
             return if r.raw.is_empty() {
                 Ok(0)
@@ -528,15 +534,16 @@ impl Write for Sealed {
                 "an earlier frame went out in part",
             ));
         }
-        let mut frame = vec![0u8; 2 + n + TAG];
+        let s = &mut *s;
+        s.frame.resize(2 + n + TAG, 0);
         let len = self
             .shared
             .cipher
-            .write_message(s.nonce, &buf[..n], &mut frame[2..])
+            .write_message(s.nonce, &buf[..n], &mut s.frame[2..])
             .map_err(|e| io::Error::other(format!("cannot seal a frame: {e}")))?;
-        frame[..2].copy_from_slice(&(len as u16).to_be_bytes());
+        s.frame[..2].copy_from_slice(&(len as u16).to_be_bytes());
         s.nonce += 1;
-        if let Err(e) = self.inner.write_all(&frame[..2 + len]) {
+        if let Err(e) = self.inner.write_all(&s.frame[..2 + len]) {
             s.broken = true;
             return Err(e);
         }
