@@ -60,10 +60,58 @@ struct Throughput {
     cpu_b_us: f64,
 }
 
+/// The guest's disk throughput (dd, 32 MiB, fsync) with its disk over NBD and as a file.
+#[derive(Debug, Serialize, Default)]
+struct Disk {
+    nbd_mb_s: f64,
+    file_mb_s: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     kills: Vec<Kill>,
     throughput: Vec<Throughput>,
+    disk: Disk,
+}
+
+const DISK_JOB: &str = "dd if=/dev/zero of=/root/lab.bin bs=1M count=32 conv=fsync 2>/dev/null";
+
+/// Runs `cmd` on `vm`'s console (its input piped); what it printed.
+fn console_command(vm: &mut Side, cmd: &str, patience: Duration) -> Result<String> {
+    use std::io::Write;
+    let from = vm.console.text().len();
+    let stdin = vm
+        .child
+        .stdin
+        .as_mut()
+        .context("the console input is not open")?;
+    stdin.write_all(format!("{cmd}; echo LAB-''STEP-DONE\n").as_bytes())?;
+    stdin.flush()?;
+    let start = Instant::now();
+    loop {
+        let t = vm.console.text();
+        if let Some(i) = t.get(from..).and_then(|s| s.find("LAB-STEP-DONE")) {
+            return Ok(t[from..from + i].to_string());
+        }
+        anyhow::ensure!(
+            start.elapsed() < patience,
+            "`{cmd}` did not finish in {patience:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// dd in the guest, in MB/s.
+fn dd(vm: &mut Side) -> Result<f64> {
+    let out = console_command(
+        vm,
+        &crate::bench_guest::timed(DISK_JOB),
+        Duration::from_secs(600),
+    )?;
+    let secs =
+        crate::bench_guest::timed_seconds(&out).with_context(|| format!("no timing in {out}"))?;
+    console_command(vm, "rm /root/lab.bin", Duration::from_secs(60))?;
+    Ok(32.0 * 1024.0 * 1024.0 / secs / 1e6)
 }
 
 /// User plus system CPU time of process `pid` so far.
@@ -222,6 +270,7 @@ pub fn run(args: LabBench) -> Result<()> {
         let _ = std::fs::remove_dir_all(&d);
     }
     let mut throughput = Vec::new();
+    let mut disk = Disk::default();
     {
         let (vm, _storage) = start_solo(&exe, &lab, &dir.path().join("solo"), &snapshot)?;
         crate::ft_pair::wait_for("the guest's redis", Duration::from_secs(60), || {
@@ -232,6 +281,25 @@ pub fn run(args: LabBench) -> Result<()> {
         })?;
         throughput.push(measure(&lab, "no FT", args.requests, &vm, None)?);
         let mut vm = vm;
+        disk.nbd_mb_s = dd(&mut vm)?;
+        let _ = vm.child.kill();
+        let _ = vm.child.wait();
+    }
+    {
+        // The same guest with its disk a file on A's own filesystem.
+        let d = dir.path().join("local");
+        std::fs::create_dir_all(&d)?;
+        let image = d.join("redis.img");
+        ftvm_image::copy_sparse(&snapshot.1, &image)?;
+        let mut vm = lab.on("A", &exe);
+        vm.args(["run", "--guest", "redis", "--snapshot"])
+            .arg(&snapshot.0)
+            .arg("--disk")
+            .arg(&image)
+            .args(["--net", "tap:vm0", "--control"])
+            .arg(d.join("a.ctl"));
+        let mut vm = crate::ft_pair::spawn_side(vm, false, d.join("a.ctl"), true)?;
+        disk.file_mb_s = dd(&mut vm)?;
         let _ = vm.child.kill();
         let _ = vm.child.wait();
     }
@@ -256,8 +324,17 @@ pub fn run(args: LabBench) -> Result<()> {
         )?);
     }
     print(&kills, &throughput, &args);
+    println!();
+    println!(
+        "guest dd (32 MiB, fsync), no FT: disk over NBD from S {:.1} MB/s, disk a file on A {:.1} MB/s",
+        disk.nbd_mb_s, disk.file_mb_s
+    );
     if let Some(path) = &args.json {
-        let report = Report { kills, throughput };
+        let report = Report {
+            kills,
+            throughput,
+            disk,
+        };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
