@@ -456,6 +456,12 @@ fn outputs_wait_for_the_backups_ack() {
 /// Starts a primary booting the default guest to the marker and powering off; returns it and
 /// the address it listens on.
 fn start_primary(dir: &std::path::Path) -> (Child, String) {
+    let (child, addr, _) = start_primary_logged(dir);
+    (child, addr)
+}
+
+/// [`start_primary`], keeping the primary's events for the test to read.
+fn start_primary_logged(dir: &std::path::Path) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = ftvm_json()
         .args([
             "primary",
@@ -472,16 +478,24 @@ fn start_primary(dir: &std::path::Path) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    // Keep draining: a closed pipe would kill the primary at its next message.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let addr = match Line::parse_all(&line).pop().map(|l| l.event) {
         Some(Event::WaitingForBackup { at }) => at,
         _ => panic!("the primary says where it listens first: {line}"),
     };
-    (child, addr)
+    let log = Arc::new(Mutex::new(line));
+    let l = log.clone();
+    // Keep draining: a closed pipe would kill the primary at its next message.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut log = l.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, addr, log)
 }
 
 fn shared_dir(name: &str) -> std::path::PathBuf {

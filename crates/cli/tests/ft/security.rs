@@ -169,43 +169,6 @@ fn strangers_are_refused_and_the_pinned_backup_replays_the_boot() {
     );
 }
 
-/// Like `start_primary`, keeping the primary's events for the test to read.
-fn start_primary_logged(dir: &std::path::Path) -> (Child, String, Arc<Mutex<String>>) {
-    let mut child = ftvm_json()
-        .args([
-            "primary",
-            "--listen",
-            "127.0.0.1:0",
-            "--firmware",
-            "builtin",
-        ])
-        .args(["--append", "console=ttyS0 earlycon=sbi ftvm.init=poweroff"])
-        .args(["--checkpoint-interval", "50000000", "--shared-dir"])
-        .arg(dir)
-        .args(ft_pair::channel_keys(dir).unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = match Line::parse_all(&line).pop().map(|l| l.event) {
-        Some(Event::WaitingForBackup { at }) => at,
-        _ => panic!("the primary says where it listens first: {line}"),
-    };
-    let log = Arc::new(Mutex::new(line));
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let mut log = l.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (child, addr, log)
-}
-
 /// An attacker on the path flips one bit of what the backup sends (an ack) while a client
 /// writes: the primary does not take it, the channel is torn down as a failed one, exactly one
 /// side goes on, and every write the client saw acknowledged is there.
