@@ -97,6 +97,10 @@ pub(crate) struct Op {
     pub rs2: u8,
     /// Instruction length in bytes (2 or 4).
     pub len: u8,
+    /// A conditional branch whose target is an earlier op of its own block: that op's index
+    /// plus one (0: none). A taken branch there runs on inside the block (a loop) instead of
+    /// leaving it for a lookup.
+    pub back: u8,
     pub imm: i64,
     /// The expanded 32-bit instruction (for `Other` and traps).
     pub insn: u32,
@@ -253,6 +257,7 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
         rs1: ((insn >> 15) & 31) as u8,
         rs2: ((insn >> 20) & 31) as u8,
         len,
+        back: 0,
         imm,
         insn,
         raw,
@@ -354,6 +359,8 @@ impl Hart {
     pub(crate) fn decode_block(cache: &mut BlockCache, ram: &mut Ram, off: usize) {
         let table = crate::compressed::table();
         let mut ops: Vec<Op> = Vec::with_capacity(16);
+        // Where each op lies in the page: a branch back to one of them loops inside the block.
+        let mut offsets: Vec<usize> = Vec::with_capacity(16);
         let mut at = off;
         let page_start = off & !0xfff;
         let page_end = page_start + 0x1000;
@@ -368,6 +375,16 @@ impl Hart {
             } else {
                 decode(table[lo as usize], lo, 2)
             };
+            let mut op = op;
+            if matches!(
+                op.kind,
+                Kind::Beq | Kind::Bne | Kind::Blt | Kind::Bge | Kind::Bltu | Kind::Bgeu
+            ) {
+                let target = (at as i64).wrapping_add(op.imm) as usize;
+                if let Some(j) = offsets.iter().position(|&o| o == target) {
+                    op.back = j as u8 + 1;
+                }
+            }
             let end = op.ends_block();
             // A direct jump or call within the page: the block goes on at its target (ops read
             // the live pc, so they are right there too). Anything else that ends a block does.
@@ -380,6 +397,7 @@ impl Hart {
                 Some(at + op.len as usize)
             };
             ops.push(op);
+            offsets.push(at);
             match next {
                 Some(t) => at = t,
                 None => break,

@@ -309,17 +309,30 @@ impl Hart {
         // exits below write them back where they can be observed.
         let base = self.s.icount;
         let mut pc = self.s.pc;
-        // The instruction count is `base` plus the op's index: one counter for both, so no
-        // second one is carried (and spilled) through every op.
+        // `icount` counts the block's instructions run so far from `base`; `i` is the op.
+        // They part only when a taken branch loops back inside the block.
+        let mut icount = base;
         let mut i = 0;
         while i < block.len() {
             let op = &block[i];
-            let icount = base + i as u64;
             match self.exec_op(op, pc, icount, ram, bus) {
                 Ok(next) => {
                     i += 1;
+                    icount += 1;
                     pc = next & !crate::block::LEAVE;
                     if next & crate::block::LEAVE != 0 {
+                        // A loop: run the block on from the branch's target while the rest of
+                        // a whole pass fits before `until` and nothing asked the run loop to
+                        // look (an event, a store to code: this block may be stale then).
+                        let back = op.back as usize;
+                        if back != 0
+                            && icount + (block.len() - (back - 1)) as u64 <= until
+                            && self.event == 0
+                            && !ram.code_was_written()
+                        {
+                            i = back - 1;
+                            continue;
+                        }
                         break;
                     }
                 }
@@ -333,7 +346,7 @@ impl Hart {
             }
         }
         self.s.pc = pc;
-        self.s.icount = base + i as u64;
+        self.s.icount = icount;
         if ram.code_was_written() {
             self.event |= event::CODE;
         }

@@ -51,6 +51,37 @@ fn stops_at_exactly_the_requested_instruction() {
     assert_eq!(h.x(10), 501);
 }
 
+/// A loop whose branch goes back into its own block runs there (no lookup per iteration) and
+/// still stops at exactly the instruction asked, in the state single steps reach.
+#[test]
+fn a_loop_inside_one_block_stops_exactly_where_single_steps_do() {
+    const LOOP: [u32; 5] = [
+        0x3e80_0513, // li a0, 1000
+        0xfff5_0513, // addi a0, a0, -1
+        0x0015_8593, // addi a1, a1, 1
+        0xfe05_1ce3, // bne a0, zero, -8
+        WFI,
+    ];
+    for until in [1, 2, 3, 4, 5, 6, 100, 1501, 2999, 3000, 3001, 3002, 5000] {
+        let (mut h, mut ram, mut bus) = machine(&LOOP);
+        let whole = h.run(&mut ram, &mut bus, until);
+        let (mut s, mut sram, mut sbus) = machine(&LOOP);
+        let mut stepped = Stop::Reached;
+        while s.icount() < until && stepped == Stop::Reached {
+            stepped = s.run(&mut sram, &mut sbus, s.icount() + 1);
+        }
+        assert_eq!(whole, stepped, "until {until}");
+        assert_eq!(
+            (h.icount(), h.pc(), h.x(10), h.x(11)),
+            (s.icount(), s.pc(), s.x(10), s.x(11)),
+            "until {until}"
+        );
+    }
+    let (mut h, mut ram, mut bus) = machine(&LOOP);
+    assert_eq!(h.run(&mut ram, &mut bus, 10_000), Stop::Wfi);
+    assert_eq!((h.icount(), h.x(10), h.x(11)), (3002, 0, 1000));
+}
+
 #[test]
 fn wfi_waits_until_an_interrupt_is_pending() {
     let (mut h, mut ram, mut bus) = machine(&[WFI, ADDI_A0_1]);
