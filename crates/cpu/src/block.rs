@@ -120,7 +120,8 @@ impl Op {
     fn ends_block(&self) -> bool {
         match self.kind {
             Kind::Jal | Kind::Jalr | Kind::J | Kind::Jr => true,
-            // SYSTEM (traps, xRET, CSRs, WFI, SFENCE), FENCE.I, and anything illegal.
+            // SYSTEM (traps, xRET, CSRs, WFI, SFENCE), FENCE.I (FENCE is a Nop), and anything
+            // illegal.
             Kind::Other => matches!(self.insn & 0x7f, 0x73 | 0x0f) || self.insn == 0,
             _ => false,
         }
@@ -158,6 +159,10 @@ pub(crate) fn decode(insn: u32, raw: u32, len: u8) -> Op {
         0x37 => (Lui, (insn & 0xffff_f000) as i32 as i64),
         0x17 => (Auipc, (insn & 0xffff_f000) as i32 as i64),
         0x6f => (Jal, imm_j(insn)),
+        // FENCE orders memory between harts and devices; one hart whose device accesses
+        // complete in order needs nothing from it, so it no longer ends the block (the
+        // kernel's MMIO accessors put one around every access). FENCE.I still does.
+        0x0f if f3 == 0 => (Nop, 0),
         0x67 if f3 == 0 => (Jalr, imm_i(insn)),
         0x63 => match f3 {
             0 => (Beq, imm_b(insn)),
