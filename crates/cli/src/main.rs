@@ -197,6 +197,8 @@ fn run(args: RunArgs) -> Result<i32> {
         runner.run_observed(&mut host, &mut ftvm_ft::Alone::new(control))
     };
     let stopped_at_text = host.seen();
+    #[cfg(feature = "cpu-stats")]
+    eprintln!("{}", runner.machine.cpu_stats());
     if args.print_hash {
         let hash = runner.machine.state_hash();
         eprintln!("icount {} state-hash {hash}", runner.machine.icount());

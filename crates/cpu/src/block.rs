@@ -115,6 +115,14 @@ pub(crate) struct Op {
 /// one test per op for both.
 pub(crate) const LEAVE: u64 = 1;
 
+/// Whether `kind` is a conditional branch.
+pub(crate) fn is_branch(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Beq | Kind::Bne | Kind::Blt | Kind::Bge | Kind::Bltu | Kind::Bgeu
+    )
+}
+
 impl Op {
     /// Whether the block must end after this op.
     fn ends_block(&self) -> bool {
@@ -381,10 +389,7 @@ impl Hart {
                 decode(table[lo as usize], lo, 2)
             };
             let mut op = op;
-            if matches!(
-                op.kind,
-                Kind::Beq | Kind::Bne | Kind::Blt | Kind::Bge | Kind::Bltu | Kind::Bgeu
-            ) {
+            if is_branch(op.kind) {
                 let target = (at as i64).wrapping_add(op.imm) as usize;
                 if let Some(j) = offsets.iter().position(|&o| o == target) {
                     op.back = j as u8 + 1;

@@ -305,6 +305,7 @@ impl Hart {
         ram: &mut Ram,
         bus: &mut B,
     ) -> Result<u64, Trap> {
+        crate::hart::count!(self, atomics);
         let size = match f3(insn) {
             2 => 4,
             3 => 8,

@@ -168,7 +168,21 @@ pub struct Hart {
     pub(crate) data_ctx: (Privilege, u64),
     pub(crate) event: u8,
     compressed: &'static [u32],
+    /// What the interpreter did (the `stats` feature only).
+    #[cfg(feature = "stats")]
+    pub stats: crate::stats::Stats,
 }
+
+/// Counts into the hart's stats with the `stats` feature; nothing without it.
+macro_rules! count {
+    ($hart:expr, $field:ident) => {
+        #[cfg(feature = "stats")]
+        {
+            $hart.stats.$field += 1;
+        }
+    };
+}
+pub(crate) use count;
 
 impl Hart {
     pub fn new(hartid: u64) -> Self {
@@ -217,6 +231,8 @@ impl Hart {
             data_ctx: (Privilege::Machine, Privilege::Machine as u64),
             event: 0,
             compressed: crate::compressed::table(),
+            #[cfg(feature = "stats")]
+            stats: crate::stats::Stats::default(),
         }
     }
 
@@ -295,6 +311,7 @@ impl Hart {
             }
         };
         if blocks.get(off).is_none() {
+            count!(self, blocks_decoded);
             Hart::decode_block(blocks, ram, off);
         }
         let Some(block) = blocks.get(off) else {
@@ -302,9 +319,11 @@ impl Hart {
         };
         let n = block.len() as u64;
         if n == 0 || self.s.icount + n > until {
+            count!(self, single_steps);
             self.step(ram, bus);
             return;
         }
+        count!(self, blocks_run);
         // pc and the instruction count live in registers for the block; `exec_op` and the
         // exits below write them back where they can be observed.
         let base = self.s.icount;
@@ -330,19 +349,37 @@ impl Hart {
                             && self.event == 0
                             && !ram.code_was_written()
                         {
+                            count!(self, loops_in_block);
                             i = back - 1;
                             continue;
+                        }
+                        #[cfg(feature = "stats")]
+                        if crate::block::is_branch(op.kind) {
+                            self.stats.ended_taken_branch += 1;
+                        } else {
+                            self.stats.ended_event += 1;
                         }
                         break;
                     }
                 }
                 Err(t) => {
+                    count!(self, ended_trap);
                     self.s.pc = pc;
                     self.s.icount = icount;
                     self.trap(t.cause, t.tval, false);
                     self.s.icount += 1;
                     return;
                 }
+            }
+        }
+        #[cfg(feature = "stats")]
+        if i == block.len() {
+            use crate::block::Kind;
+            match block[i - 1].kind {
+                Kind::J | Kind::Jal => self.stats.ended_jump += 1,
+                Kind::Jr | Kind::Jalr => self.stats.ended_indirect_jump += 1,
+                Kind::Other => self.stats.ended_system += 1,
+                _ => self.stats.ended_page_or_length += 1,
             }
         }
         self.s.pc = pc;

@@ -23,11 +23,13 @@ mod exec;
 pub mod hart;
 pub mod memory;
 mod mmu;
+pub mod stats;
 
 pub use bus::{Bus, BusFault};
 pub use clock::VirtualClock;
 pub use hart::{Hart, HartState, Privilege, Stop};
 pub use memory::{DirtyConsumer, PAGE_SIZE, Ram};
+pub use stats::Stats;
 
 #[cfg(test)]
 mod tests;

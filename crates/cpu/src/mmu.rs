@@ -230,6 +230,7 @@ impl Hart {
         ram: &mut Ram,
     ) -> Result<u64, Trap> {
         let paddr = self.translate(vaddr, kind, p, ram)?;
+        crate::hart::count!(self, tlb_fills);
         let page = paddr & !0xfff;
         if let Some(off) = ram.offset(page, 4096) {
             self.tlb.put(kind, vaddr, ctx, off);

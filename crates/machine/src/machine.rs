@@ -211,6 +211,12 @@ impl Machine {
             .is_some_and(|d| d.rx_ready(&self.ram))
     }
 
+    /// What the interpreter did so far (built with the `cpu-stats` feature).
+    #[cfg(feature = "cpu-stats")]
+    pub fn cpu_stats(&self) -> ftvm_cpu::Stats {
+        self.hart.stats
+    }
+
     /// Requests the devices took and the host has not completed, per slot, oldest first: what
     /// a backup going live issues again.
     pub fn outstanding_io(&self) -> Vec<(u8, Request)> {
