@@ -13,7 +13,7 @@
 use crate::hart::{Hart, Trap};
 use crate::{Bus, Ram};
 
-pub(crate) const MAX_OPS: usize = 64;
+pub(crate) const MAX_OPS: usize = 128;
 /// 64K sets of two ways (2 MiB of slots). A network-heavy guest's hot code (kernel TCP/IP,
 /// virtio, redis, libc) thrashed a direct-mapped table of 16K, re-decoding a block every ~250
 /// instructions.

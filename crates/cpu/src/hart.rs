@@ -379,7 +379,8 @@ impl Hart {
                 Kind::J | Kind::Jal => self.stats.ended_jump += 1,
                 Kind::Jr | Kind::Jalr => self.stats.ended_indirect_jump += 1,
                 Kind::Other => self.stats.ended_system += 1,
-                _ => self.stats.ended_page_or_length += 1,
+                _ if block.len() == crate::block::MAX_OPS => self.stats.ended_length += 1,
+                _ => self.stats.ended_page += 1,
             }
         }
         self.s.pc = pc;

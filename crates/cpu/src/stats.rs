@@ -15,7 +15,9 @@ pub struct Stats {
     pub ended_jump: u64,
     pub ended_indirect_jump: u64,
     pub ended_system: u64,
-    pub ended_page_or_length: u64,
+    /// The block reached the end of its page, or its longest (`MAX_OPS`).
+    pub ended_page: u64,
+    pub ended_length: u64,
     /// An op that asked the run loop to look (MMIO, a store to code, the general executor).
     pub ended_event: u64,
     pub ended_trap: u64,
@@ -33,7 +35,8 @@ impl std::fmt::Display for Stats {
             + self.ended_jump
             + self.ended_indirect_jump
             + self.ended_system
-            + self.ended_page_or_length
+            + self.ended_page
+            + self.ended_length
             + self.ended_event
             + self.ended_trap;
         let pct = |n: u64| 100.0 * n as f64 / ended.max(1) as f64;
@@ -45,12 +48,13 @@ impl std::fmt::Display for Stats {
         writeln!(
             f,
             "  block ends: taken branch {:.1} %, direct jump {:.1} %, indirect jump {:.1} %, \
-             system {:.1} %, page end or length {:.1} %, event {:.1} %, trap {:.1} %",
+             system {:.1} %, page end {:.1} %, length {:.1} %, event {:.1} %, trap {:.1} %",
             pct(self.ended_taken_branch),
             pct(self.ended_jump),
             pct(self.ended_indirect_jump),
             pct(self.ended_system),
-            pct(self.ended_page_or_length),
+            pct(self.ended_page),
+            pct(self.ended_length),
             pct(self.ended_event),
             pct(self.ended_trap)
         )?;
