@@ -509,16 +509,13 @@ fn shared_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
-    guest_ready();
-    let _one = serial();
-    let dir = shared_dir("ft-lockstep");
-    let (mut primary, addr) = start_primary(&dir);
+/// A backup with the pair's keys joins the primary at `addr` and replays it to its power-off,
+/// every checkpoint matched; the backup's log.
+fn replay_to_poweroff(dir: &std::path::Path, addr: &str, mut primary: Child) -> String {
     let backup = ftvm_json()
-        .args(["backup", "--connect", &addr, "--shared-dir"])
-        .arg(&dir)
-        .args(ft_pair::channel_keys(&dir).unwrap())
+        .args(["backup", "--connect", addr, "--shared-dir"])
+        .arg(dir)
+        .args(ft_pair::channel_keys(dir).unwrap())
         .output()
         .unwrap();
     assert!(primary.wait().unwrap().success());
@@ -531,6 +528,16 @@ fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
         ),
         "{err}"
     );
+    err
+}
+
+#[test]
+fn a_backup_replays_the_primary_in_lockstep_to_its_poweroff() {
+    guest_ready();
+    let _one = serial();
+    let dir = shared_dir("ft-lockstep");
+    let (primary, addr) = start_primary(&dir);
+    let err = replay_to_poweroff(&dir, &addr, primary);
     assert!(!any(&err, |e| matches!(e, Event::Live { .. })), "{err}");
 }
 

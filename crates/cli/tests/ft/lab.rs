@@ -247,10 +247,27 @@ fn in_the_lab_storage_outage_then_failover_then_a_spare_restores_redundancy() {
     let result = lab.in_host("K", || -> Result<usize> {
         let mut w = client()?;
         w.write(50)?;
+        // Every write fsynced from now on: writes during the outage need the disk.
+        let mut admin = Redis::connect_to(&format!("{GUEST_IP}:6379"), Duration::from_secs(30))?;
+        let r = admin.command(&["CONFIG", "SET", "appendfsync", "always"])?;
+        ensure!(r == resp::Reply::Simple("OK".into()), "CONFIG SET: {r:?}");
         lab.cut(&["S"])?;
-        w.write(50)?;
-        std::thread::sleep(Duration::from_secs(3));
-        lab.script(&["heal", "S"])?;
+        let cut_at = Instant::now();
+        // S comes back after 3 s whatever the client does: a write that needs the disk waits
+        // for it (the VM's disk request is outstanding meanwhile).
+        std::thread::scope(|s| -> Result<()> {
+            let heal = s.spawn(|| {
+                std::thread::sleep(Duration::from_secs(3));
+                lab.script(&["heal", "S"])
+            });
+            let written = w.write(50);
+            heal.join().expect("the healing thread")?;
+            written
+        })?;
+        ensure!(
+            cut_at.elapsed() >= Duration::from_secs(3),
+            "50 fsynced writes went through while the disk's host was unreachable"
+        );
         w.write(50)?;
         primary.kill()?;
         w.write(50)?;

@@ -83,7 +83,7 @@ fn strangers_are_refused_and_the_pinned_backup_replays_the_boot() {
     guest_ready();
     let _one = serial();
     let dir = shared_dir("ft-strangers");
-    let (mut primary, addr, log) = start_primary_logged(&dir);
+    let (primary, addr, log) = start_primary_logged(&dir);
 
     let mut silent = std::net::TcpStream::connect(&addr).unwrap();
     let mut got = Vec::new();
@@ -151,22 +151,7 @@ fn strangers_are_refused_and_the_pinned_backup_replays_the_boot() {
         "{refused:?}"
     );
 
-    let backup = ftvm_json()
-        .args(["backup", "--connect", &addr, "--shared-dir"])
-        .arg(&dir)
-        .args(ft_pair::channel_keys(&dir).unwrap())
-        .output()
-        .unwrap();
-    assert!(primary.wait().unwrap().success());
-    let err = text(&backup.stderr);
-    assert!(backup.status.success(), "{err}");
-    assert!(
-        any(
-            &err,
-            |e| matches!(e, Event::PrimaryFinished { checkpoints, .. } if *checkpoints > 0)
-        ),
-        "{err}"
-    );
+    replay_to_poweroff(&dir, &addr, primary);
 }
 
 /// An attacker on the path flips one bit of what the backup sends (an ack) while a client
