@@ -153,10 +153,17 @@ impl FtArgs {
         })
     }
 
-    /// The protocol's settings for a VM of `generation` whose lock records are named `lock`.
-    fn config(&self, generation: u64, lock: String, role: &str) -> Result<PrimaryConfig> {
+    /// The protocol's settings for a VM of `generation` whose lock records are named `lock`,
+    /// its channels sealed by `security` (loaded once, at start).
+    fn config(
+        &self,
+        generation: u64,
+        lock: String,
+        role: &str,
+        security: Security,
+    ) -> Result<PrimaryConfig> {
         Ok(PrimaryConfig {
-            security: self.security()?,
+            security,
             generation,
             lock,
             who: who(role),
@@ -250,15 +257,15 @@ pub fn primary(args: PrimaryArgs) -> Result<i32> {
              --net switch:SOCKET, or bridge a TAP device (--net tap:NAME)"
         );
     }
-    // Keys are checked before the guest is prepared: a wrong path fails at once.
-    args.ft.security()?;
+    // Keys are loaded before the guest is prepared: a wrong path fails at once.
+    let security = args.ft.security()?;
     let (machine, header, io) = crate::record::prepare(&args.guest, args.snapshot.as_deref())?;
     let lock = FtArgs::lock_name(&args.guest.disk);
     let tb = args.ft.tiebreaker(&args.guest.disk, &lock)?;
     let generation = tb
         .next_generation()
         .with_context(|| format!("cannot read the tie-breaker's records ({})", tb.describe()))?;
-    let cfg = args.ft.config(generation, lock, "primary")?;
+    let cfg = args.ft.config(generation, lock, "primary", security)?;
     let control = Control::new(Role::PrimaryWaitingForBackup, generation);
     let _socket = args.ft.serve_control(&control)?;
     let _metrics = args.ft.serve_metrics("primary", &control)?;
@@ -384,7 +391,7 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         (None, Some(listen)) => {
             let (listener, joined) = wait_for_clone(listen, timing, &security, &control)?;
             if joined.hello.takeover {
-                return take_over(joined, listener, io, &args, control);
+                return take_over(joined, listener, io, &args, control, security);
             }
             joined
         }
@@ -399,9 +406,12 @@ pub fn backup(args: BackupArgs) -> Result<i32> {
         BackupEnd::Stopped(_) => Ok(0),
         BackupEnd::Halted { .. } => Ok(HALTED),
         BackupEnd::Live(live) => {
-            let cfg = args
-                .ft
-                .config(live.generation, live.lock, "primary (was backup)")?;
+            let cfg = args.ft.config(
+                live.generation,
+                live.lock,
+                "primary (was backup)",
+                host.security,
+            )?;
             let vm =
                 FtVm::alone(cfg, live.tiebreaker, control, args.ft.spares.clone()).after_failover();
             go_live(
@@ -463,13 +473,17 @@ fn take_over(
     io: IoBackends,
     args: &BackupArgs,
     control: Arc<Control>,
+    security: Security,
 ) -> Result<i32> {
     let Joined { hello, machine, .. } = joined;
     let mut machine = machine.context("a migration without the machine")?;
     let tb = args.ft.tiebreaker(&args.disk, &hello.lock)?;
-    let mut cfg = args
-        .ft
-        .config(hello.generation, hello.lock.clone(), "primary (moved here)")?;
+    let mut cfg = args.ft.config(
+        hello.generation,
+        hello.lock.clone(),
+        "primary (moved here)",
+        security,
+    )?;
     let spares = args.ft.spares.clone();
     let vm = match ftvm_ft::take_over(&mut machine, listener, &hello, &cfg, tb.clone(), &control)? {
         TakeOver::Paired(pair) => FtVm::alone(cfg, tb, control, spares).paired(*pair),
@@ -709,7 +723,7 @@ pub fn keygen(args: KeygenArgs) -> Result<i32> {
         args.out.display(),
         public.display(),
         public.display(),
-        std::fs::read_to_string(&public)?.trim()
+        keys.public_line()
     );
     Ok(0)
 }

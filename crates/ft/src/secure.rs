@@ -110,6 +110,11 @@ impl Keys {
         self.public
     }
 
+    /// The public key as a line of a `--peer-key` file.
+    pub fn public_line(&self) -> String {
+        format!("{PUBLIC_TAG} {}", show_key(&self.public))
+    }
+
     /// Accepts `public` as a peer too.
     pub fn pin(mut self, public: [u8; 32]) -> Keys {
         if !self.peers.contains(&public) {
@@ -131,11 +136,8 @@ impl Keys {
         writeln!(f, "{PRIVATE_TAG} {}", B64.encode(self.private)).map_err(fail)?;
         f.sync_all().map_err(fail)?;
         let public = public_path(path);
-        std::fs::write(
-            &public,
-            format!("{PUBLIC_TAG} {}\n", show_key(&self.public)),
-        )
-        .map_err(|e| SecureError::KeyFile(public.clone(), e.to_string()))?;
+        std::fs::write(&public, format!("{}\n", self.public_line()))
+            .map_err(|e| SecureError::KeyFile(public.clone(), e.to_string()))?;
         Ok(public)
     }
 
@@ -222,24 +224,16 @@ fn one_key(text: &str, tag: &str) -> Option<Result<[u8; 32], String>> {
     })
 }
 
-/// The public key of `private`, by a handshake with oneself (snow gives no direct call).
+/// The public key of `private`: X25519 from snow's own resolver.
 fn public_of(private: &[u8; 32]) -> Result<[u8; 32], String> {
-    let mut a = snow::Builder::new(params())
-        .local_private_key(private)
-        .and_then(|b| b.build_initiator())
-        .map_err(|e| e.to_string())?;
-    let mut b = snow::Builder::new(params())
-        .local_private_key(private)
-        .and_then(|b| b.build_responder())
-        .map_err(|e| e.to_string())?;
-    let (mut m, mut p) = (vec![0u8; 256], vec![0u8; 256]);
-    let n = a.write_message(&[], &mut m).map_err(|e| e.to_string())?;
-    b.read_message(&m[..n], &mut p).map_err(|e| e.to_string())?;
-    let n = b.write_message(&[], &mut m).map_err(|e| e.to_string())?;
-    a.read_message(&m[..n], &mut p).map_err(|e| e.to_string())?;
-    let rs = a.get_remote_static().ok_or("no static key")?;
-    rs.try_into()
-        .map_err(|_| "a static key is 32 bytes".to_string())
+    use snow::resolvers::CryptoResolver;
+    let mut dh = snow::resolvers::DefaultResolver
+        .resolve_dh(&snow::params::DHChoice::Curve25519)
+        .ok_or("this build has no X25519")?;
+    dh.set(private);
+    dh.pubkey()
+        .try_into()
+        .map_err(|_| "a public key is 32 bytes".to_string())
 }
 
 /// How the channel is protected.
