@@ -11,9 +11,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::ft_load::{Load, failover_on};
-use crate::ft_pair::{Pair, Side, wait_for};
-use crate::lab::{GUEST_IP, Lab, LabPair, lab_snapshot, start_solo};
-use crate::resp::Redis;
+use crate::ft_pair::{Pair, Side};
+use crate::lab::{GUEST_IP, Lab, LabPair, guest_redis, lab_snapshot, start_solo};
 
 #[derive(Debug, clap::Args)]
 pub struct LabBench {
@@ -139,14 +138,6 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[((s.len() - 1) as f64 * q).round() as usize]
 }
 
-fn wait_paired(pair: &LabPair) -> Result<()> {
-    wait_for("the backup on B", Duration::from_secs(120), || {
-        pair.primary
-            .log
-            .has(|e| matches!(e, ftvm_ft::Event::BackupConnected { .. }))
-    })
-}
-
 fn one_failover(
     exe: &Path,
     lab: &Lab,
@@ -156,11 +147,11 @@ fn one_failover(
     load: Duration,
 ) -> Result<Kill> {
     let pair = LabPair::start(exe, lab, dir, snapshot, &[])?;
-    wait_paired(&pair)?;
+    pair.wait_paired(Duration::from_secs(120))?;
     let (pid, control) = (pair.primary.child.id(), pair.primary.control.clone());
     let mut lag_ms = 0.0;
     let f = lab.in_host("K", || {
-        let redis = Redis::connect_to(&format!("{GUEST_IP}:6379"), Duration::from_secs(30))?;
+        let redis = guest_redis(Duration::from_secs(30))?;
         failover_on(
             redis,
             Load::Sets,
@@ -273,12 +264,8 @@ pub fn run(args: LabBench) -> Result<()> {
     let mut disk = Disk::default();
     {
         let (vm, _storage) = start_solo(&exe, &lab, &dir.path().join("solo"), &snapshot)?;
-        crate::ft_pair::wait_for("the guest's redis", Duration::from_secs(60), || {
-            lab.in_host("K", || {
-                Redis::connect_to(&format!("{GUEST_IP}:6379"), Duration::from_secs(5)).is_ok()
-            })
-            .unwrap_or(false)
-        })?;
+        // Its redis answers on the LAN before it is measured.
+        lab.in_host("K", || guest_redis(Duration::from_secs(60)))??;
         throughput.push(measure(&lab, "no FT", args.requests, &vm, None)?);
         let mut vm = vm;
         disk.nbd_mb_s = dd(&mut vm)?;
@@ -314,7 +301,7 @@ pub fn run(args: LabBench) -> Result<()> {
             &snapshot,
             &extra,
         )?;
-        wait_paired(&pair)?;
+        pair.wait_paired(Duration::from_secs(120))?;
         throughput.push(measure(
             &lab,
             config,

@@ -254,7 +254,7 @@ fn failover(
 
 /// `ftvm demo --lab`: the demo's failover on the lab, saying where each piece runs.
 fn run_lab(keys_after: u64) -> Result<()> {
-    use crate::lab::{CHANNEL_PORT, GUEST_IP, Lab, LabPair, addr, lab_snapshot};
+    use crate::lab::{CHANNEL_PORT, GUEST_IP, Lab, LabPair, addr, guest_redis, lab_snapshot};
     let exe = std::env::current_exe()?;
     let guest = crate::image::redis_guest(false)?;
     let dir = tempfile::Builder::new().prefix("ftvm-lab-").tempdir()?;
@@ -276,11 +276,7 @@ fn run_lab(keys_after: u64) -> Result<()> {
         addr("B"),
         pair.backup.child.id()
     ));
-    crate::ft_pair::wait_for("the backup on B", Duration::from_secs(120), || {
-        pair.primary
-            .log
-            .has(|e| matches!(e, ftvm_ft::Event::BackupConnected { .. }))
-    })?;
+    pair.wait_paired(Duration::from_secs(120))?;
     say(&format!(
         "K {}: a client connects to the guest's own address {GUEST_IP}:6379 (kernel TCP, \
          through the LAN bridge)",
@@ -289,10 +285,7 @@ fn run_lab(keys_after: u64) -> Result<()> {
     let mut pair = pair;
     let primary = &mut pair.primary.child;
     let acked = lab.in_host("K", || -> Result<usize> {
-        let mut w = crate::ft_load::Writer::on(crate::resp::Redis::connect_to(
-            &format!("{GUEST_IP}:6379"),
-            Duration::from_secs(30),
-        )?)?;
+        let mut w = crate::ft_load::Writer::on(guest_redis(Duration::from_secs(30))?)?;
         w.write(200)?;
         say("200 keys written and acknowledged; killing the primary on A (SIGKILL)");
         primary.kill()?;

@@ -256,18 +256,25 @@ pub fn channel_keys(dir: &Path) -> Result<Vec<String>> {
 /// primary, its backup, spares); the disk's URL and the server.
 pub fn serve_nbd(image: &Path) -> Result<(String, Child)> {
     let port = free_port()?;
-    let child = Command::new("qemu-nbd")
-        .args("-f raw -x redis -b 127.0.0.1 -t -e 8 -p".split(' '))
-        .arg(port.to_string())
-        .arg(image)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run qemu-nbd (Debian's qemu-utils; scripts/test.sh installs it)")?;
+    let child = spawn_qemu_nbd(Command::new("qemu-nbd"), "127.0.0.1", port, image)?;
     wait_for("qemu-nbd", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     })?;
     Ok((format!("nbd://127.0.0.1:{port}/redis"), child))
+}
+
+/// `qemu` (qemu-nbd, perhaps run on a lab host) exporting `image` as `redis` at `bind`:`port`
+/// to up to 8 clients, staying up between them.
+pub fn spawn_qemu_nbd(mut qemu: Command, bind: &str, port: u16, image: &Path) -> Result<Child> {
+    qemu.args([
+        "-f", "raw", "-x", "redis", "-b", bind, "-t", "-e", "8", "-p",
+    ])
+    .arg(port.to_string())
+    .arg(image)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .context("cannot run qemu-nbd (Debian's qemu-utils; scripts/test.sh installs it)")
 }
 
 pub fn free_port() -> Result<u16> {

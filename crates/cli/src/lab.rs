@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::ft_pair::{Side, channel_keys, spawn_side, wait_for};
+use crate::ft_pair::{Side, channel_keys, spawn_qemu_nbd, spawn_side, wait_for};
+use crate::resp::Redis;
 
 /// `scripts/lab.sh`, carried in the binary so `ftvm demo --lab` needs no checkout.
 pub const SCRIPT: &str = include_str!("../../../scripts/lab.sh");
@@ -198,9 +199,16 @@ impl LabPair {
             _storage: storage,
         })
     }
-}
 
-impl LabPair {
+    /// Waits until the backup on B has joined the primary.
+    pub fn wait_paired(&self, patience: Duration) -> Result<()> {
+        wait_for("the backup on B", patience, || {
+            self.primary
+                .log
+                .has(|e| matches!(e, ftvm_ft::Event::BackupConnected { .. }))
+        })
+    }
+
     /// A spare on `host` (`ftvm backup --listen`) waiting for a clone, answering on
     /// `host.ctl`; its address.
     #[allow(dead_code)]
@@ -254,16 +262,7 @@ fn start_storage(
         .spawn()
         .context("cannot run etcd on S (Debian's etcd-server)")?;
     let etcd = Service(etcd);
-    let nbd = lab
-        .on("S", "qemu-nbd")
-        .args([
-            "-f", "raw", "-x", "redis", "-b", s, "-t", "-e", "8", "-p", "10809",
-        ])
-        .arg(&disk)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run qemu-nbd on S (Debian's qemu-utils)")?;
+    let nbd = spawn_qemu_nbd(lab.on("S", "qemu-nbd"), s, 10809, &disk)?;
     let nbd = Service(nbd);
     for port in [2379u16, 10809] {
         lab.in_host("K", || {
@@ -296,6 +295,21 @@ pub fn start_solo(
         .args(["--disk", &disk_url, "--net", "tap:vm0", "--control"])
         .arg(&control);
     Ok((spawn_side(vm, false, control, true)?, storage))
+}
+
+/// A connection to the guest's redis at its lab address, from the calling thread's network
+/// namespace (K's, inside [`Lab::in_host`]), tried again while the guest does not answer yet,
+/// for up to `patience`.
+pub fn guest_redis(patience: Duration) -> std::io::Result<Redis> {
+    let at = format!("{GUEST_IP}:{}", ftvm_image::REDIS_PORT);
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match Redis::connect_to(&at, Duration::from_secs(30)) {
+            Ok(r) => return Ok(r),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// The redis guest at its ready line with the lab's address, saved once in `dir`.

@@ -9,8 +9,7 @@ use anyhow::{Result, ensure};
 
 use super::*;
 use ft_load::Writer;
-use lab_hosts::{GUEST_IP, Lab, LabPair, lab_snapshot};
-use resp::Redis;
+use lab_hosts::{GUEST_IP, Lab, LabPair, guest_redis, lab_snapshot};
 
 fn snapshot() -> (PathBuf, PathBuf) {
     static SNAPSHOT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
@@ -35,25 +34,14 @@ fn start_pair(lab: &Lab, name: &str) -> LabPair {
         &extra,
     )
     .unwrap();
-    let log = &pair.primary.log;
-    ft_pair::wait_for("the backup on B", Duration::from_secs(60), || {
-        log.has(|e| matches!(e, Event::BackupConnected { .. }))
-    })
-    .unwrap_or_else(|e| panic!("{e}\nA:\n{}\nB:\n{}", log.text(), pair.backup.log.text()));
+    pair.wait_paired(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&pair)));
     pair
 }
 
 /// The client on K: one connection to the guest's own address.
 fn client() -> Result<Writer> {
-    let at = format!("{GUEST_IP}:6379");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Redis::connect_to(&at, Duration::from_secs(30)) {
-            Ok(r) => return Writer::on(r),
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+    Writer::on(guest_redis(Duration::from_secs(30))?)
 }
 
 fn logs(pair: &LabPair) -> String {
@@ -248,7 +236,7 @@ fn in_the_lab_storage_outage_then_failover_then_a_spare_restores_redundancy() {
         let mut w = client()?;
         w.write(50)?;
         // Every write fsynced from now on: writes during the outage need the disk.
-        let mut admin = Redis::connect_to(&format!("{GUEST_IP}:6379"), Duration::from_secs(30))?;
+        let mut admin = guest_redis(Duration::from_secs(30))?;
         let r = admin.command(&["CONFIG", "SET", "appendfsync", "always"])?;
         ensure!(r == resp::Reply::Simple("OK".into()), "CONFIG SET: {r:?}");
         lab.cut(&["S"])?;
