@@ -379,7 +379,7 @@ impl Hart {
         let page_end = page_start + 0x1000;
         while ops.len() < MAX_OPS && at + 2 <= page_end {
             let lo = ram.load_at(at, 2) as u32;
-            let op = if lo & 3 == 3 {
+            let mut op = if lo & 3 == 3 {
                 if at + 4 > page_end {
                     break; // crosses the page: executed by the general path
                 }
@@ -388,7 +388,6 @@ impl Hart {
             } else {
                 decode(table[lo as usize], lo, 2)
             };
-            let mut op = op;
             if is_branch(op.kind) {
                 let target = (at as i64).wrapping_add(op.imm) as usize;
                 if let Some(j) = offsets.iter().position(|&o| o == target) {
