@@ -24,7 +24,14 @@ if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+    install() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"; }
+    if ! install "${missing[@]}"; then
+        # Some machines come with a newer qemu-utils (a backport) than the archive's
+        # qemu-system-misc, which it Breaks: take both at the version the archive has.
+        archive=$(apt-cache madison qemu-utils | awk -F'|' 'NR == 1 { gsub(/ /, "", $2); print $2 }')
+        echo "test.sh: retrying with qemu-utils at the archive's version ($archive)"
+        install --allow-downgrades "${missing[@]}" "qemu-utils=$archive"
+    fi
 fi
 
 cargo fmt --all --check
